@@ -1,0 +1,45 @@
+"""
+C{python -m stproxy}: the proxy as a plain program, with the seed proxy's
+flags and environment variables, built by the same L{makeService} as the
+twistd plugin.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from stproxy.tap import Options, makeService
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse C{argv}, start logging and run the proxy until SIGINT or SIGTERM."""
+    options = Options()
+    options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+
+    from twisted.internet import reactor
+
+    from stproxy.logs import startLogging
+
+    startLogging(options["log-level"])
+    service = makeService(options, reactor)
+
+    failures: list[Exception] = []
+
+    def start() -> None:
+        try:
+            service.startService()
+        except Exception as e:
+            failures.append(e)
+            reactor.stop()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+    if failures:
+        sys.stderr.write(f"stproxy: error: cannot start: {failures[0]}\n")
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

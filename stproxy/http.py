@@ -1,0 +1,235 @@
+"""
+The HTTP leg: one client request in, the same request upstream, the response
+streamed back as it arrives.
+
+Bodies never sit whole in memory on the way back: the upstream connection is
+the producer and the client connection the consumer, so a slow browser pauses
+the read from Streamlit.  (Request bodies are spooled by twisted.web before
+rendering starts, to memory below 100 kB and to a temporary file above; see
+L{stproxy.site.ProxyRequest} for the size cap.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Cooperator
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import FileBodyProducer, ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+from twisted.web.pages import errorPage
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from stproxy.headers import Peer, TrustedProxies, requestHeadersForUpstream, responseHeadersForClient
+from stproxy.upstream import ResponseTimeout, Upstream
+
+#: Methods that could turn stproxy into a tunnel or echo a client's cookies.
+REFUSED_METHODS = frozenset({b"CONNECT", b"TRACE"})
+
+
+def peerOf(request: Request) -> Peer:
+    """Who is on the other end of C{request}'s connection, for the forwarding headers."""
+    address = request.getClientAddress()
+    return Peer(
+        address=getattr(address, "host", None),
+        host=request.getHeader(b"host"),
+        secure=request.isSecure(),
+    )
+
+
+def refusal(request: Request) -> tuple[int, str, str] | None:
+    """
+    Why C{request} must not be forwarded at all, as (status, title, detail),
+    or C{None} when it may be.
+
+    stproxy only ever speaks to its one upstream: a request line naming
+    another host (absolute form), a tunnel, or a request whose target host
+    is ambiguous never leaves the proxy.
+    """
+    if request.method in REFUSED_METHODS:
+        return 405, "Method Not Allowed", "This server does not proxy CONNECT or TRACE."
+    if not request.uri.startswith(b"/"):
+        return 400, "Bad Request", "Only origin-form request targets (/path) are accepted."
+    if len(request.requestHeaders.getRawHeaders(b"host", [])) != 1:
+        return 400, "Bad Request", "A request needs exactly one Host header."
+    return None
+
+
+def _hasBody(request: Request) -> bool:
+    headers = request.requestHeaders
+    return headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding")
+
+
+class ReverseProxyResource(Resource):
+    """
+    Forwards every request below it, unchanged but for hop-by-hop and
+    forwarding headers, to the upstream, and streams the response back.
+    """
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, upstream: Upstream, trusted: TrustedProxies = TrustedProxies()) -> None:
+        super().__init__()
+        self._upstream = upstream
+        self._trusted = trusted
+        reactor: Any = upstream.reactor
+        self._cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+
+    def render(self, request: Request) -> Any:
+        refused = refusal(request)
+        if refused is not None:
+            status, title, detail = refused
+            if status == 405:
+                request.setHeader(b"allow", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+            self._log.info(
+                "Refused {method} {uri}: {detail}",
+                method=request.method.decode("latin-1"),
+                uri=request.uri.decode("latin-1"),
+                detail=detail,
+            )
+            return errorPage(status, title, detail).render(request)
+        headers = requestHeadersForUpstream(
+            request.requestHeaders, peerOf(request), self._trusted
+        )
+        body = None
+        if _hasBody(request):
+            request.content.seek(0)
+            body = FileBodyProducer(request.content, cooperator=self._cooperator)
+        _Exchange(request, self._upstream).send(headers, body)
+        return NOT_DONE_YET
+
+
+@implementer(IPushProducer)
+class _Exchange(Protocol):
+    """
+    One client request and its upstream response, from sending the request
+    to the last byte of the response body.
+
+    Once the response headers are in, it is both the client request's
+    producer (a slow browser pauses the upstream read) and the protocol the
+    upstream body is delivered to.  If the browser goes away at any point,
+    the upstream request is cancelled or its connection closed, so nothing
+    keeps reading for nobody.
+    """
+
+    _log = Logger()
+
+    def __init__(self, request: Request, upstream: Upstream) -> None:
+        self._request = request
+        self._upstream = upstream
+        self._clientGone = False
+        self._pending: Any = None
+
+    def send(self, headers: Any, body: Any) -> None:
+        request = self._request
+        self._pending = self._upstream.request(request.method, request.uri, headers, body)
+        request.notifyFinish().addErrback(self._lostClient)
+        self._pending.addCallbacks(self._gotResponse, self._failed)
+        self._pending.addErrback(
+            lambda failure: self._log.failure("Proxying {uri} failed", failure, uri=request.uri)
+        )
+
+    def _lostClient(self, failure: Failure) -> None:
+        self._clientGone = True
+        if self._pending is not None:
+            self._pending.cancel()
+        self.stopProducing()
+
+    def _gotResponse(self, response: IResponse) -> None:
+        self._pending = None
+        if self._clientGone:
+            response.deliverBody(self)
+            self.stopProducing()
+            return
+        request = self._request
+        request.setResponseCode(response.code, response.phrase)
+        request.responseHeaders = responseHeadersForClient(response.headers)
+        request.defaultContentType = None
+        if request.method == b"HEAD":
+            length = response.headers.getRawHeaders(b"content-length")
+            if length:
+                request.responseHeaders.setRawHeaders(b"content-length", length[-1:])
+        elif response.length is not UNKNOWN_LENGTH and response.code not in (204, 304):
+            request.setHeader(b"content-length", b"%d" % (response.length,))
+        request.registerProducer(self, True)
+        response.deliverBody(self)
+
+    def _failed(self, failure: Failure) -> None:
+        """Answer 502 or 504, once, with a page and a log line that say why."""
+        self._pending = None
+        if self._clientGone:
+            return
+        request = self._request
+        upstream = str(self._upstream.address)
+        if failure.check(ResponseTimeout, TimeoutError):
+            status, title, what = 504, "Gateway Timeout", "did not answer in time"
+        else:
+            status, title, what = 502, "Bad Gateway", "could not be reached"
+        reason = _describe(failure)
+        self._log.error(
+            "{status} for {method} {uri}: upstream {upstream} {what}: {reason}",
+            status=status,
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1"),
+            upstream=upstream,
+            what=what,
+            reason=reason,
+        )
+        errorPage(status, title, f"The Streamlit server at {upstream} {what} ({reason}).").render(
+            request
+        )
+
+    # IPushProducer: the client side asks us to slow down or stop.
+    def pauseProducing(self) -> None:
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.transport is not None:
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """Close the upstream connection this body is read from; it is not reusable now."""
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    # IProtocol: the upstream body.
+    def dataReceived(self, data: bytes) -> None:
+        if not self._clientGone:
+            self._request.write(data)
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+        if self._clientGone:
+            return
+        request = self._request
+        request.unregisterProducer()
+        if reason.check(ResponseDone, PotentialDataLoss):
+            request.finish()
+            return
+        self._log.warn(
+            "Upstream response to {uri} broke off after the headers: {reason}",
+            uri=request.uri.decode("latin-1"),
+            reason=_describe(reason),
+        )
+        request.channel.loseConnection()
+
+
+def _describe(failure: Failure) -> str:
+    """A short human reason for an upstream failure, for the page and the log."""
+    if failure.check(ResponseFailed, ResponseNeverReceived):
+        reasons = [r.getErrorMessage() or r.type.__name__ for r in failure.value.reasons]
+        return "connection lost: " + "; ".join(reasons)
+    if failure.check(DNSLookupError):
+        return "host name not found"
+    if failure.check(ConnectError):
+        detail = getattr(failure.value, "osError", None)
+        return failure.value.__class__.__name__ + (f": {detail}" if detail else "")
+    return failure.getErrorMessage() or failure.value.__class__.__name__
