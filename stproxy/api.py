@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+from functools import partial
 from typing import Any, Sequence
 
 from twisted.application.service import IService
@@ -44,6 +46,12 @@ def asyncioReactor(loop: asyncio.AbstractEventLoop) -> Any:
         reactor.startRunning(installSignalHandlers=False)
     except ReactorAlreadyRunning:
         pass
+    else:
+        # The reactor never sees a "shutdown" event here (stopping it would
+        # stop the asyncio loop under asyncio.run), so its thread pool, used
+        # for name lookups, is never stopped: daemon threads let the program
+        # exit when its loop is done.
+        reactor.getThreadPool().threadFactory = partial(threading.Thread, daemon=True)
     return reactor
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.error import DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
-from twisted.logger import Logger
+from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
@@ -28,6 +28,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from stproxy.headers import Peer, TrustedProxies, requestHeadersForUpstream, responseHeadersForClient
+from stproxy.logs import loggerFor
 from stproxy.upstream import ResponseTimeout, Upstream
 
 #: Methods that could turn stproxy into a tunnel or echo a client's cookies.
@@ -74,12 +75,22 @@ class ReverseProxyResource(Resource):
     """
 
     isLeaf = True
-    _log = Logger()
 
-    def __init__(self, upstream: Upstream, trusted: TrustedProxies = TrustedProxies()) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        trusted: TrustedProxies = TrustedProxies(),
+        logObserver: ILogObserver | None = None,
+    ) -> None:
+        """
+        @param logObserver: where log events go (see L{stproxy.logs}); the
+            global publisher when C{None}.
+        """
         super().__init__()
         self._upstream = upstream
         self._trusted = trusted
+        self._logObserver = logObserver
+        self._log = loggerFor(self, logObserver)
         reactor: Any = upstream.reactor
         self._cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
 
@@ -103,7 +114,7 @@ class ReverseProxyResource(Resource):
         if _hasBody(request):
             request.content.seek(0)
             body = FileBodyProducer(request.content, cooperator=self._cooperator)
-        _Exchange(request, self._upstream).send(headers, body)
+        _Exchange(request, self._upstream, self._logObserver).send(headers, body)
         return NOT_DONE_YET
 
 
@@ -120,11 +131,12 @@ class _Exchange(Protocol):
     keeps reading for nobody.
     """
 
-    _log = Logger()
-
-    def __init__(self, request: Request, upstream: Upstream) -> None:
+    def __init__(
+        self, request: Request, upstream: Upstream, logObserver: ILogObserver | None
+    ) -> None:
         self._request = request
         self._upstream = upstream
+        self._log = loggerFor(self, logObserver)
         self._clientGone = False
         self._pending: Any = None
 
@@ -229,7 +241,4 @@ def _describe(failure: Failure) -> str:
         return "connection lost: " + "; ".join(reasons)
     if failure.check(DNSLookupError):
         return "host name not found"
-    if failure.check(ConnectError):
-        detail = getattr(failure.value, "osError", None)
-        return failure.value.__class__.__name__ + (f": {detail}" if detail else "")
     return failure.getErrorMessage() or failure.value.__class__.__name__

@@ -1,54 +1,51 @@
 """
 Log output honouring C{--log-level}.
 
-twistd builds its log observer after the plugin's options are parsed, from
-its own options (C{--logfile}, C{--syslog}, C{--nodaemon}); a plugin gets no
-say in it.  Its one documented hook is C{--logger}, a factory for the
-observer, so L{Options} fills that in (unless the user gave one) with a
-factory that builds the very observer twistd would have built and puts a
-level filter in front of it.  C{python -m stproxy} owns its process and
-starts logging itself with the same filter.
+Under twistd the log observer is twistd's to build (from C{--logfile},
+C{--syslog}, C{-n}) and a plugin has no say in it, so the level is applied
+where stproxy's own events start instead: every stproxy object logs through a
+L{Logger} whose observer is a level filter in front of the global publisher,
+handed down from L{stproxy.tap.makeService} like the reactor.  Twisted's own
+start-up lines are twistd's business and pass as they are.
+
+C{python -m stproxy} owns its process and filters everything it prints.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
-    LegacyLogObserverWrapper,
     LogLevel,
     LogLevelFilterPredicate,
+    Logger,
     globalLogBeginner,
+    globalLogPublisher,
     textFileLogObserver,
 )
 
 
-def levelFiltered(observer: Any, level: LogLevel) -> ILogObserver:
-    """C{observer} (new or legacy style), passing only events at C{level} or above."""
-    if not ILogObserver.providedBy(observer):
-        observer = LegacyLogObserverWrapper(observer)
+def levelFiltered(observer: ILogObserver, level: LogLevel) -> ILogObserver:
+    """C{observer}, passing only events at C{level} or above."""
     return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
 
 
-def twistdObserverFactory(twistdOptions: Any, level: LogLevel) -> Callable[[], ILogObserver]:
-    """
-    An observer factory for twistd's C{--logger}: twistd's own choice of
-    observer for C{twistdOptions}, filtered to C{level}.
-    """
+def publisherAt(level: LogLevel) -> ILogObserver:
+    """The global log publisher behind a filter for C{level}: what stproxy objects log to."""
+    return levelFiltered(globalLogPublisher, level)
 
-    def factory() -> ILogObserver:
-        if sys.platform == "win32":  # pragma: no cover
-            from twisted.application.app import AppLogger as Default
-        else:
-            from twisted.scripts._twistd_unix import UnixAppLogger as Default
-        plain = dict(twistdOptions)
-        plain["logger"] = None
-        return levelFiltered(Default(plain)._getLogObserver(), level)
 
-    return factory
+def loggerFor(source: Any, observer: ILogObserver | None) -> Logger:
+    """
+    A L{Logger} for C{source} (namespace C{module.Class}, like a class-level
+    C{Logger()}) that emits to C{observer}, or to the global publisher when
+    C{None}.
+    """
+    cls = type(source)
+    return Logger(f"{cls.__module__}.{cls.__qualname__}", source, observer)
 
 
 def startLogging(level: LogLevel, stream: TextIO = sys.stdout) -> None:

@@ -15,10 +15,11 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.logger import Logger
+from twisted.logger import ILogObserver
 from zope.interface import implementer
 
 from stproxy.http import ReverseProxyResource
+from stproxy.logs import loggerFor, publisherAt
 from stproxy.site import buildSite
 from stproxy.upstream import Upstream
 from stproxy.websocket import webSocketResource
@@ -35,10 +36,14 @@ class AnnouncedEndpoint:
     of a C{tcp:0} listener.
     """
 
-    _log = Logger()
-
-    def __init__(self, endpoint: IStreamServerEndpoint, description: str) -> None:
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        description: str,
+        logObserver: ILogObserver | None = None,
+    ) -> None:
         self._endpoint = endpoint
+        self._log = loggerFor(self, logObserver)
         self.description = description
         self.port: IListeningPort | None = None
 
@@ -81,10 +86,15 @@ class ProxyService(MultiService):
     before the upstream pool is closed.
     """
 
-    _log = Logger()
-
-    def __init__(self, upstream: Upstream, site: Any, endpoints: list[AnnouncedEndpoint]) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        site: Any,
+        endpoints: list[AnnouncedEndpoint],
+        logObserver: ILogObserver | None = None,
+    ) -> None:
         super().__init__()
+        self._log = loggerFor(self, logObserver)
         self.upstream = upstream
         self.site = site
         self.endpoints = endpoints
@@ -98,20 +108,22 @@ class ProxyService(MultiService):
     @classmethod
     def fromOptions(cls, options: Options, reactor: Any) -> ProxyService:
         """Wire a proxy from parsed L{Options}; nothing is started or bound."""
+        log = publisherAt(options["log-level"])
         upstream = Upstream(reactor, options["upstream"], options["timeouts"])
         trusted = options["trust-forwarded"]
         site = buildSite(
-            http=ReverseProxyResource(upstream, trusted),
+            http=ReverseProxyResource(upstream, trusted, log),
             webSocket=webSocketResource(upstream, options["websocket"], trusted),
             reactor=reactor,
             maxBodySize=options["max-body-size"],
             accessLog=options["access-log"],
+            logObserver=log,
         )
         endpoints = [
-            AnnouncedEndpoint(serverFromString(reactor, description), description)
+            AnnouncedEndpoint(serverFromString(reactor, description), description, log)
             for description in options["listen"]
         ]
-        return cls(upstream, site, endpoints)
+        return cls(upstream, site, endpoints, log)
 
     def startService(self) -> None:
         super().startService()

@@ -8,10 +8,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.logger import ILogObserver
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
+
+from stproxy.logs import loggerFor
 
 #: The message a client gets when its body is over the limit.
 _TOO_LARGE = (
@@ -33,8 +35,6 @@ class ProxyRequest(Request):
     body is read, a chunked body as soon as it crosses it.  The answer is a
     413 and a closed connection, as nginx gives.
     """
-
-    _log = Logger()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,7 +63,7 @@ class ProxyRequest(Request):
 
     def _refuseBody(self, size: int) -> None:
         self._refused = True
-        self._log.warn(
+        loggerFor(self, self.channel.site.logObserver).warn(
             "Refused a request body of {size} bytes (limit {limit})",
             size=size,
             limit=self._limit(),
@@ -108,14 +108,17 @@ class ProxyRoot(Resource):
 
 
 class _StdoutLog:
-    """An access log file that is standard output, flushed per line and never closed."""
+    """
+    An access log file that is the process's real standard output (twistd
+    replaces C{sys.stdout} with its log), flushed per line and never closed.
+    """
 
     def write(self, line: str) -> None:
-        sys.stdout.write(line)
-        sys.stdout.flush()
+        sys.__stdout__.write(line)
+        sys.__stdout__.flush()
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        sys.__stdout__.flush()
 
     def close(self) -> None:
         pass
@@ -136,6 +139,7 @@ class ProxySite(Site):
         reactor: Any,
         maxBodySize: int = 0,
         accessLog: str | None = None,
+        logObserver: ILogObserver | None = None,
     ) -> None:
         toStdout = accessLog == "-"
         super().__init__(
@@ -147,6 +151,7 @@ class ProxySite(Site):
         if toStdout:
             self.logPath = "-"  # set after __init__, which would make it a path
         self.maxBodySize = maxBodySize
+        self.logObserver = logObserver
         self.noisy = False
 
     def _openLogFile(self, path: str | bytes) -> Any:
@@ -165,9 +170,10 @@ def buildSite(
     reactor: Any,
     maxBodySize: int,
     accessLog: str | None,
+    logObserver: ILogObserver | None = None,
 ) -> ProxySite:
     """Assemble the resource tree and the L{Site} around it."""
-    site = ProxySite(ProxyRoot(http, webSocket), reactor, maxBodySize, accessLog)
+    site = ProxySite(ProxyRoot(http, webSocket), reactor, maxBodySize, accessLog, logObserver)
     site.displayTracebacks = False
     return site
 

@@ -17,7 +17,6 @@ from twisted.logger import LogLevel
 from twisted.python import usage
 
 from stproxy.headers import TrustedProxies
-from stproxy.logs import twistdObserverFactory
 from stproxy.upstream import Timeouts, UpstreamAddress
 from stproxy.websocket import WebSocketSettings
 
@@ -177,7 +176,6 @@ class Options(usage.Options):
                 f"--log-level {self['log-level']}: choose from {', '.join(LOG_LEVELS)}"
             )
         self["log-level"] = LOG_LEVELS[level]
-        self._filterTwistdLog()
         self["timeouts"] = Timeouts(
             connect=self._number("connect-timeout", _positiveSeconds),
             response=self._number("upstream-timeout", _positiveSeconds),
@@ -188,12 +186,6 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--trust-forwarded: {e}") from None
         self["websocket"] = self._webSocketSettings()
-
-    def _filterTwistdLog(self) -> None:
-        """Under twistd, have its log observer honour C{--log-level} (see L{stproxy.logs})."""
-        twistd = self.parent
-        if twistd is not None and "logger" in twistd and twistd["logger"] is None:
-            twistd["logger"] = twistdObserverFactory(twistd, self["log-level"])
 
     def _number(self, name: str, parse: Any) -> Any:
         try:

@@ -222,7 +222,7 @@ def test_client_leaving_before_the_response_cancels_the_request() -> None:
 
 @pytest.mark.parametrize(
     "error, reason",
-    [(ConnectionRefusedError(), b"ConnectionRefusedError"), (DNSLookupError(), b"host name not found")],
+    [(ConnectionRefusedError(), b"Connection was refused"), (DNSLookupError(), b"host name not found")],
 )
 def test_unreachable_upstream_gives_502_naming_it_and_one_log_line(
     error: Exception, reason: bytes, caplog_events: list[dict[str, Any]]

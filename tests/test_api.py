@@ -1,0 +1,106 @@
+"""
+StreamlitProxy from an asyncio program, as the seed proxy was used.
+
+Each case runs in a child Python: a process can install Twisted's asyncio
+reactor once, on one loop, and pytest's own process must stay free of it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+PROGRAM = textwrap.dedent(
+    """
+    import asyncio, sys
+    from stproxy import StreamlitProxy
+
+    async def upstream(reader, writer):
+        head = await reader.readuntil(b"\\r\\n\\r\\n")
+        body = b"hello from upstream; saw " + head.split(b"\\r\\n")[0]
+        writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    async def get(port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /_stcore/health?x=1 HTTP/1.1\\r\\nHost: app.test\\r\\nConnection: close\\r\\n\\r\\n")
+        response = await reader.read()
+        writer.close()
+        return response
+
+    async def main():
+        server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        upstream_port = server.sockets[0].getsockname()[1]
+        proxy = StreamlitProxy(streamlit_host="127.0.0.1", streamlit_port=upstream_port)
+        serving = asyncio.ensure_future(proxy.start(host="127.0.0.1", port=0))
+        try:
+            [(host, port)] = await proxy.wait_listening()
+            print("RESPONSE", (await get(port)).decode())
+        finally:
+            await proxy.close()
+        await serving
+        print("CLOSED", serving.done() and serving.exception() is None)
+        server.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+def run(program: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_start_serves_until_close_on_the_programs_own_loop() -> None:
+    """await start() forwards requests from the asyncio program; close() ends start()."""
+    result = run(PROGRAM)
+    assert result.returncode == 0, result.stderr
+    assert "HTTP/1.1 200 OK" in result.stdout
+    assert "saw GET /_stcore/health?x=1 HTTP/1.1" in result.stdout
+    assert "CLOSED True" in result.stdout
+
+
+def test_invalid_arguments_raise_usage_error_not_exit() -> None:
+    """A program gets an exception it can handle, not a SystemExit."""
+    result = run(
+        textwrap.dedent(
+            """
+            import asyncio
+            from twisted.python.usage import UsageError
+            from stproxy import StreamlitProxy
+
+            async def main():
+                try:
+                    await StreamlitProxy(streamlit_port=70000).start(port=0)
+                except UsageError as e:
+                    print("USAGE", e)
+
+            asyncio.run(main())
+            """
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    assert "USAGE --streamlit-port 70000" in result.stdout
+
+
+def test_service_embeds_in_a_twisted_application() -> None:
+    """StreamlitProxy.service is an IService a Twisted application can own."""
+    result = run(
+        textwrap.dedent(
+            """
+            from twisted.application.service import IService, MultiService
+            from stproxy import StreamlitProxy
+
+            service = StreamlitProxy(streamlit_port=8601).service
+            parent = MultiService()
+            service.setServiceParent(parent)
+            print("SERVICE", IService.providedBy(service), service.parent is parent)
+            """
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SERVICE True True" in result.stdout
