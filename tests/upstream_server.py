@@ -1,0 +1,237 @@
+"""
+A test-only HTTP/1.1 upstream for the things Streamlit cannot do cheaply.
+
+Run it as ``python tests/upstream_server.py [--port N]``: it prints one JSON line ``{"port": N}``
+and serves on 127.0.0.1 until killed. Endpoints:
+
+- ``GET|HEAD /big?mb=N[&chunked=1][&delay_ms=D]``: N MiB of :func:`big_body` (with Content-Length,
+  or chunked), written as fast as the client takes it (plus ``D`` ms per 64 KiB block).
+- ``GET /slow?seconds=S``: waits S seconds before sending the headers.
+- ``ANY /echo...``: JSON with what arrived: method, raw target, path, query, HTTP version,
+  headers as ``[name, value]`` pairs in order (repeats kept), body length and sha256.
+- ``GET /stats``: JSON counters: ``open_connections`` (excluding the one asking),
+  ``connections_total``, ``aborted_responses`` (a write failed because the client went away),
+  ``completed_responses``, ``big_in_progress``, ``requests_total`` and the last
+  ``request_lines``.
+
+stdlib only (a ``ThreadingHTTPServer``), so it does not share a single line of code with the
+Twisted stack it is testing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+BLOCK = 64 * 1024
+MIB = 1024 * 1024
+_PATTERN = bytes(range(256)) * (BLOCK // 256)
+
+
+def big_body(total: int):
+    """
+    Yield ``total`` bytes in blocks of 64 KiB; each block starts with its own index, so a lost,
+    repeated or reordered block changes the sha256.
+    """
+    index = 0
+    sent = 0
+    while sent < total:
+        block = struct.pack(">Q", index) + _PATTERN[8:]
+        block = block[: total - sent]
+        yield block
+        sent += len(block)
+        index += 1
+
+
+def big_body_sha256(total: int) -> str:
+    digest = hashlib.sha256()
+    for block in big_body(total):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open_connections = 0
+        self.connections_total = 0
+        self.aborted_responses = 0
+        self.completed_responses = 0
+        self.big_in_progress = 0
+        self.requests_total = 0
+        self.request_lines: deque[str] = deque(maxlen=200)
+
+    def add(self, name: str, delta: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + delta)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "open_connections": self.open_connections - 1,  # not counting the /stats request's own
+                "connections_total": self.connections_total,
+                "aborted_responses": self.aborted_responses,
+                "completed_responses": self.completed_responses,
+                "big_in_progress": self.big_in_progress,
+                "requests_total": self.requests_total,
+                "request_lines": list(self.request_lines),
+            }
+
+
+STATS = _Stats()
+_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "stproxy-test-upstream/1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+
+    def log_message(self, format: str, *args) -> None:  # quiet: the tests read /stats, not logs
+        pass
+
+    def handle(self) -> None:
+        STATS.add("open_connections")
+        STATS.add("connections_total")
+        try:
+            super().handle()
+        except _CLIENT_GONE:
+            STATS.add("aborted_responses")
+        finally:
+            STATS.add("open_connections", -1)
+
+    def parse_request(self) -> bool:
+        with STATS.lock:
+            STATS.requests_total += 1
+            STATS.request_lines.append(self.raw_requestline.decode("latin-1").rstrip("\r\n"))
+        return super().parse_request()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json", head: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+        STATS.add("completed_responses")
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while True:
+                size_line = self.rfile.readline(65537)
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(65537)  # CRLF after the chunk
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _query(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query, keep_blank_values=True).items()}
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self) -> None:
+        path = urlsplit(self.path).path
+        head = self.command == "HEAD"
+        if path.startswith("/echo"):
+            self._echo(head)
+        elif path == "/big" and self.command in ("GET", "HEAD"):
+            self._big(head)
+        elif path == "/slow":
+            self._read_body()
+            time.sleep(float(self._query().get("seconds", "5")))
+            self._send(200, b"slow done\n", "text/plain", head)
+        elif path == "/stats":
+            self._send(200, json.dumps(STATS.snapshot()).encode(), head=head)
+        else:
+            self._read_body()
+            self._send(404, b"not found\n", "text/plain", head)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+
+    def _echo(self, head: bool) -> None:
+        body = self._read_body()
+        split = urlsplit(self.path)
+        info = {
+            "method": self.command,
+            "target": self.path,
+            "path": split.path,
+            "query": split.query,
+            "version": self.request_version,
+            "headers": [[k, v] for k, v in self.headers.raw_items()],
+            "body_length": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "client": list(self.client_address),
+        }
+        self._send(200, json.dumps(info).encode(), head=head)
+
+    def _big(self, head: bool) -> None:
+        query = self._query()
+        total = int(float(query.get("mb", "1")) * MIB)
+        chunked = query.get("chunked") == "1"
+        delay = float(query.get("delay_ms", "0")) / 1000
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(total))
+        self.end_headers()
+        if head:
+            STATS.add("completed_responses")
+            return
+        STATS.add("big_in_progress")
+        try:
+            for block in big_body(total):
+                if chunked:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+                else:
+                    self.wfile.write(block)
+                if delay:
+                    time.sleep(delay)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except _CLIENT_GONE:
+            STATS.add("aborted_responses")
+            self.close_connection = True
+            return
+        finally:
+            STATS.add("big_in_progress", -1)
+        STATS.add("completed_responses")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    print(json.dumps({"port": server.server_address[1]}), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
