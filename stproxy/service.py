@@ -113,7 +113,7 @@ class ProxyService(MultiService):
         trusted = options["trust-forwarded"]
         site = buildSite(
             http=ReverseProxyResource(upstream, trusted, log),
-            webSocket=webSocketResource(upstream, options["websocket"], trusted),
+            webSocket=webSocketResource(upstream, options["websocket"], trusted, log),
             reactor=reactor,
             maxBodySize=options["max-body-size"],
             accessLog=options["access-log"],

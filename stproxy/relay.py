@@ -1,0 +1,243 @@
+"""
+The relay between the two legs of one proxied WebSocket.
+
+A browser connection and its upstream connection are two Autobahn protocols
+(L{stproxy.websocket.BrowserProtocol} and L{stproxy.websocket.UpstreamProtocol})
+that both mix in L{RelayLeg}.  Once both handshakes are done, L{join} makes each
+the C{other} of the other; from then on:
+
+  - every complete message one leg receives is sent on the other with the same
+    binary/text flag, in order (message-level relay: Autobahn reassembles
+    fragments and enforces the size limit, the other leg re-frames);
+  - a close frame one leg receives is passed on with its code and reason, and a
+    leg that goes away without one closes the other with L{RelayLeg.lostCode};
+  - each leg's transport carries a L{ReadingValve} for the other leg, so a peer
+    that reads slowly stops the proxy reading from the side that feeds it, and
+    no more than about one message per direction waits in the proxy's memory.
+
+Pings are answered by each leg itself and never crossed over (Autobahn answers
+them); keepalive on the browser leg is Autobahn's auto-ping.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.exception import Disconnected, PayloadExceededError
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+STATE_OPEN = WebSocketProtocol.STATE_OPEN
+CLOSE_MESSAGE_TOO_BIG = WebSocketProtocol.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG
+
+#: What the browser is told when Streamlit's connection ends without a close
+#: frame (Streamlit killed or restarting).  The Streamlit frontend reconnects
+#: after any close; 1012 says why, where 1011 would blame an internal error.
+UPSTREAM_LOST = (WebSocketProtocol.CLOSE_STATUS_CODE_SERVICE_RESTART, b"service restart")
+
+#: What Streamlit is told when the browser's connection ends without a close
+#: frame: what a browser sends itself when a page goes away.
+BROWSER_LOST = (WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY, b"going away")
+
+
+@implementer(IPushProducer)
+class ReadingValve:
+    """
+    Pauses reading from one leg while the other leg's transport is full.
+
+    It is registered as the streaming producer of the I{other} leg's
+    transport, which pauses it when its write buffer passes its high-water
+    mark and resumes it once drained.  It is deliberately not the source
+    transport itself: the target transport calls C{stopProducing} on its
+    producer when it disconnects, and that must not abort the source.
+
+    @ivar paused: whether reading from the source is paused by this valve.
+    """
+
+    paused = False
+
+    def __init__(self, source: Any) -> None:
+        """
+        @param source: the transport to pause reading from.
+        """
+        self._source = source
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self._source.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._source.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The target is gone; L{RelayLeg.onClose} reopens the source."""
+
+
+class ReactorTimer:
+    """
+    Stands in for the batched timer Autobahn's factories keep in
+    C{_batched_timer} (open/close handshake timeouts, auto-ping).
+
+    Autobahn's own batches timers into buckets of whole seconds on the global
+    reactor, truncating: a 0.2 s ping interval then fires either at once
+    (a ping after every pong) or at the next full second.  This one calls
+    C{callLater} on the reactor given, to the millisecond, and its calls may
+    be cancelled after they ran.
+    """
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        self._reactor = reactor
+
+    def call_later(self, delay: float, func: Any, *args: Any, **kwargs: Any) -> _Call:
+        return _Call(self._reactor.callLater(delay, func, *args, **kwargs))
+
+
+class _Call:
+    """A delayed call whose C{cancel} is harmless once it ran or was cancelled."""
+
+    def __init__(self, call: IDelayedCall) -> None:
+        self._call = call
+
+    def cancel(self) -> None:
+        if self._call.active():
+            self._call.cancel()
+
+
+class RelayLeg:
+    """
+    What both legs share, mixed in before the Autobahn protocol class.
+
+    It also skips three costs of Autobahn's message path that a relay does
+    not need (TWISTED.md section 12): the debug-log argument formatting in
+    C{dataReceived} and C{sendData}, and the per-message C{"message"} event.
+
+    @ivar other: the other leg once both are open, until either is lost.
+    @ivar valve: the valve that pauses reading from I{this} leg (it sits on
+        the other's transport).
+    @ivar lostCode: the close code and reason the other gets when this leg's
+        connection ends without a close frame.
+    """
+
+    other: RelayLeg | None = None
+    valve: ReadingValve | None = None
+    lostCode: tuple[int, bytes] = BROWSER_LOST
+
+    # These come from the Autobahn protocol class this is mixed into.
+    state: int
+    transport: Any
+    failedByMe: bool
+    localCloseCode: int | None
+    localCloseReason: bytes | None
+    remoteCloseCode: int | None
+    remoteCloseReason: str | None
+    message_data: list[bytes] | None
+    message_is_binary: bool
+    send_queue: Any
+    closeHandshakeTimeoutCall: Any
+
+    def dataReceived(self, data: bytes) -> None:
+        self._dataReceived(data)  # type: ignore[attr-defined]
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        if sync or chopsize or self.send_queue:
+            super().sendData(data, sync, chopsize)  # type: ignore[misc]
+        else:
+            self.transport.write(data)
+
+    def onMessageEnd(self) -> None:
+        """A whole message arrived: send it on as it is (never logged)."""
+        if not self.failedByMe:
+            assert self.message_data is not None
+            payload = b"".join(self.message_data)
+            other = self.other
+            if other is not None:
+                other.relayMessage(payload, self.message_is_binary)
+        self.message_data = None
+
+    def relayMessage(self, payload: bytes, isBinary: bool) -> None:
+        """
+        Send a message that arrived on the other.  A leg that is closing drops
+        it, as the WebSocket protocol does for messages after a close.
+        """
+        if self.state != STATE_OPEN:
+            return
+        try:
+            self.sendMessage(payload, isBinary)  # type: ignore[attr-defined]
+        except PayloadExceededError:
+            # Only when compression made a message at the limit bigger.
+            self._fail_connection(CLOSE_MESSAGE_TOO_BIG, "message too big")  # type: ignore[attr-defined]
+        except Disconnected:
+            pass
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        """
+        A close frame arrived.  If it opens the closing handshake (rather than
+        answering ours), the other is closed with the same code and reason.
+        """
+        opening = self.state == STATE_OPEN
+        stop = super().onCloseFrame(code, reasonRaw)  # type: ignore[misc]
+        other = self.other
+        if opening and not self.failedByMe and other is not None:
+            reason = self.remoteCloseReason
+            other.closeWith(
+                self.remoteCloseCode,
+                None if reason is None else reason.encode("utf-8"),
+            )
+        return stop  # type: ignore[no-any-return]
+
+    def closeWith(self, code: int | None, reason: bytes | None) -> None:
+        """Start the closing handshake on this leg, if it is open."""
+        if self.state == STATE_OPEN:
+            if code is None:
+                reason = None
+            self.sendCloseFrame(code=code, reasonUtf8=reason)  # type: ignore[attr-defined]
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        """
+        This leg's connection is gone: nothing of it may linger, and the other
+        is closed too unless it is closing already.
+        """
+        timeout = self.closeHandshakeTimeoutCall
+        if timeout is not None:
+            self.closeHandshakeTimeoutCall = None
+            timeout.cancel()
+        other, self.other = self.other, None
+        if other is None:
+            return
+        other.other = None
+        if other.valve is not None:
+            # It may be paused waiting for this transport to drain; it must
+            # read again to see the end of its own closing handshake.
+            other.valve.resumeProducing()
+        if self.failedByMe and self.localCloseCode is not None:
+            # This leg failed (e.g. 1009 message too big): pass that on.
+            other.closeWith(self.localCloseCode, self.localCloseReason)
+        else:
+            lostCode, lostReason = self.lostCode
+            other.closeWith(lostCode, lostReason)
+
+
+def join(browser: RelayLeg, upstream: RelayLeg) -> None:
+    """
+    Start relaying between two open legs.
+
+    The browser's transport was taken over from twisted.web's C{HTTPChannel},
+    which is still registered as its producer (TWISTED.md section 3), so that
+    is unregistered first.
+    """
+    browser.other, upstream.other = upstream, browser
+    browser.transport.unregisterProducer()
+    browser.valve = ReadingValve(browser.transport)
+    upstream.valve = ReadingValve(upstream.transport)
+    upstream.transport.registerProducer(browser.valve, True)
+    browser.transport.registerProducer(upstream.valve, True)
+
+
+__all__ = ["RelayLeg", "ReadingValve", "ReactorTimer", "join", "UPSTREAM_LOST", "BROWSER_LOST"]

@@ -1,0 +1,504 @@
+"""
+The WebSocket leg of the proxy: Streamlit's C{/_stcore/stream} through Autobahn.
+
+For each browser connection (L{BrowserProtocol}, an Autobahn server protocol
+behind twisted.web via L{WebSocketResource}) the opening handshake is held
+until a new connection to the upstream (L{UpstreamProtocol}, an Autobahn
+client) has finished its own:
+
+  - the upstream gets the browser's request target, its raw C{Host}, its
+    subprotocol list in order, C{Origin}, C{Cookie}, C{User-Agent} and every
+    other end-to-end header byte for byte, plus C{X-Forwarded-*}/C{Forwarded}
+    (L{stproxy.headers.forwardingHeaders});
+  - the browser gets the subprotocol the upstream selected, or the upstream's
+    refusal status (Streamlit answers 403 to a foreign C{Origin}), 502 when the
+    upstream cannot be reached, 503 when it hangs up without a status and 504
+    when it has not answered within L{WebSocketSettings.handshakeTimeout}.
+
+After that, L{stproxy.relay} carries messages, closes and backpressure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import ISSLTransport
+from twisted.logger import ILogObserver
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
+
+from stproxy.headers import Peer, TrustedProxies, forwardingHeaders, withoutHopByHop
+from stproxy.logs import loggerFor
+from stproxy.relay import STATE_OPEN, UPSTREAM_LOST, ReactorTimer, RelayLeg, join
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+    from twisted.web.resource import IResource
+
+    from stproxy.upstream import Upstream
+
+#: Handshake fields the upstream leg writes for itself rather than copying
+#: from the browser: its own key, version and (no) extensions, and the Host
+#: line it always puts first.  C{Connection}/C{Upgrade} are hop-by-hop.
+OWN_HANDSHAKE_FIELDS = (
+    b"host",
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"sec-websocket-extensions",
+    b"sec-websocket-accept",
+    b"content-length",
+)
+
+#: The lines of Autobahn's own client handshake that are kept.
+_AUTOBAHN_LINES = (b"sec-websocket-key:", b"sec-websocket-version:")
+
+
+@dataclass(frozen=True)
+class WebSocketSettings:
+    """
+    How the proxy treats WebSocket connections.
+
+    @ivar pingInterval: seconds between pings to the browser; 0 turns them off.
+    @ivar pingTimeout: the browser connection is aborted when no pong (or any
+        data frame) arrives this long after a ping; 0 waits for ever.
+    @ivar compression: accept permessage-deflate from browsers that offer it.
+        The upstream leg never compresses (it is loopback, usually).
+    @ivar maxMessageSize: the largest message relayed, either way, in bytes;
+        a bigger one closes that leg with 1009.  Streamlit's own
+        C{server.maxMessageSize} is 200 MB.
+    @ivar handshakeTimeout: how long a browser handshake may wait for the
+        upstream's answer (connection included) before it is refused with 504.
+        Autobahn's C{openHandshakeTimeout} on the browser leg is one second
+        more, a backstop that only drops the connection.
+    """
+
+    pingInterval: float = 30.0
+    pingTimeout: float = 30.0
+    compression: bool = True
+    maxMessageSize: int = 200 * 1024 * 1024
+    handshakeTimeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("pingInterval", "pingTimeout", "maxMessageSize"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.handshakeTimeout <= 0:
+            raise ValueError("handshakeTimeout must be positive")
+
+
+def webSocketResource(
+    upstream: Upstream,
+    settings: WebSocketSettings,
+    trusted: TrustedProxies,
+    logObserver: ILogObserver | None = None,
+) -> IResource:
+    """
+    A resource that takes over any request carrying C{Upgrade: websocket}
+    and relays it to the same path on C{upstream}.
+
+    It does not look at the path: render it only for upgrade requests (any
+    other request gets 426).
+
+    @param logObserver: where the relay's own events go (see
+        L{stproxy.logs.loggerFor}); the global publisher by default.
+    """
+    return RelayResource(BrowserFactory(upstream, settings, trusted, logObserver))
+
+
+class RelayResource(WebSocketResource):
+    """
+    Autobahn's resource, plus a way to end every relayed WebSocket when the
+    service stops.
+
+    @ivar factory: the L{BrowserFactory} behind it.
+    """
+
+    def __init__(self, factory: BrowserFactory) -> None:
+        super().__init__(factory)
+        self.factory = factory
+
+    def closeAll(self) -> Deferred[None]:
+        """
+        Close every relayed WebSocket: browsers still waiting for the upstream
+        get 503, open ones a 1001 "going away" close (the Streamlit frontend
+        then reconnects), and their upstream legs follow.  Fires once every
+        connection of either leg is gone (within Autobahn's one-second close
+        handshake timeout).
+        """
+        return self.factory.closeAll()
+
+
+def _acceptDeflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return PerMessageDeflateOfferAccept(offer)
+    return None
+
+
+def parseRequestHead(data: bytes) -> tuple[bytes, bytes | None, Headers]:
+    """
+    The request target, raw C{Host} and headers of an HTTP request head, as
+    bytes exactly as received (Autobahn's own parse decodes them as latin-1
+    and its client would send them back UTF-8 encoded).
+    """
+    lines = data.split(b"\r\n")
+    target = lines[0].split()[1]
+    headers = Headers()
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(b":")
+            headers.addRawHeader(name.strip(), value.strip())
+    host = headers.getRawHeaders(b"host", [None])[-1]
+    return target, host, headers
+
+
+def upstreamRequestHead(target: bytes, host: bytes, headers: Headers) -> bytes:
+    """
+    The start of the upstream handshake: request line, the browser's C{Host}
+    first (exactly as sent, port or no port), the upgrade itself, then every
+    header given.  L{spliceHandshake} completes it with Autobahn's key.
+    """
+    lines = [b"GET " + target + b" HTTP/1.1", b"Host: " + host]
+    lines += [b"Upgrade: websocket", b"Connection: Upgrade"]
+    for name, values in headers.getAllRawHeaders():
+        lines.extend(name + b": " + value for value in values)
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+def spliceHandshake(head: bytes, generated: bytes) -> bytes:
+    """
+    Autobahn's client handshake C{generated}, with everything but its key
+    and version lines replaced by C{head}.
+
+    Autobahn always writes C{Host: host:port} (TWISTED.md section 4) and
+    encodes header values as UTF-8; Streamlit wants the browser's exact Host
+    (its Origin check) and cookies must pass byte for byte.
+    """
+    kept = [
+        line + b"\r\n"
+        for line in generated.split(b"\r\n")[1:]
+        if line.lower().startswith(_AUTOBAHN_LINES)
+    ]
+    return head + b"".join(kept) + b"\r\n"
+
+
+def _denial(code: int) -> ConnectionDeny:
+    return ConnectionDeny(code, RESPONSES.get(code, b"Error").decode("ascii"))
+
+
+class BrowserProtocol(RelayLeg, WebSocketServerProtocol):
+    """
+    The browser's leg: accepts once the upstream has, then relays.
+
+    The pending upstream attempt lives in C{_accept} (the Deferred returned
+    from L{onConnect}), C{_connecting} (the endpoint's connect), C{_upstream}
+    and C{_deadline}; L{_settle} clears them all.
+    """
+
+    factory: BrowserFactory
+
+    _accept: Deferred[str | None] | None = None
+    _connecting: Deferred[Any] | None = None
+    _deadline: IDelayedCall | None = None
+    _upstream: UpstreamProtocol | None = None
+    _gone = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._log = loggerFor(self, self.factory.logObserver)
+        self.factory.track(self)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.factory.forget(self)
+
+    @property
+    def _peerName(self) -> str:
+        return str(getattr(self.transport.getPeer(), "host", "unknown"))
+
+    def onConnect(self, request: ConnectionRequest) -> Deferred[str | None]:
+        target, host, headers = parseRequestHead(self.http_request_data)
+        if not target.startswith(b"/") or host is None:
+            raise _denial(400)
+        settings = self.factory.settings
+        upstream = self.factory.upstream
+        address = getattr(self.transport.getPeer(), "host", None)
+        secure = ISSLTransport(self.transport, None) is not None
+        forwarded = forwardingHeaders(
+            withoutHopByHop(headers, OWN_HANDSHAKE_FIELDS),
+            Peer(address, host, secure),
+            self.factory.trusted,
+        )
+        factory = UpstreamFactory(
+            self,
+            protocols=request.protocols,
+            head=upstreamRequestHead(target, host, forwarded),
+        )
+        self._accept = Deferred()
+        self._deadline = upstream.reactor.callLater(  # type: ignore[attr-defined]
+            settings.handshakeTimeout, self._timedOut
+        )
+        self._connecting = upstream.endpoint().connect(factory)
+        self._connecting.addCallbacks(self._connected, self._unreachable)
+        return self._accept
+
+    def _connected(self, protocol: UpstreamProtocol) -> None:
+        self._connecting = None
+        self._upstream = protocol
+
+    def _unreachable(self, failure: Failure) -> None:
+        self._connecting = None
+        if failure.check(CancelledError) or self._accept is None:
+            return
+        self._log.warn(
+            "WebSocket upstream {upstream} unreachable for {peer}: {reason}",
+            upstream=str(self.factory.upstream.address),
+            peer=self._peerName,
+            reason=failure.getErrorMessage(),
+        )
+        self._settle(_denial(502))
+
+    def _timedOut(self) -> None:
+        self._deadline = None
+        self._log.warn(
+            "WebSocket upstream {upstream} did not answer {peer} within {timeout} s",
+            upstream=str(self.factory.upstream.address),
+            peer=self._peerName,
+            timeout=self.factory.settings.handshakeTimeout,
+        )
+        self._settle(_denial(504))
+
+    def upstreamOpened(self, upstream: UpstreamProtocol, protocol: str | None) -> None:
+        """The upstream accepted with C{protocol}: accept the browser with it."""
+        accept = self._accept
+        self._upstream = upstream
+        self._settle(None)
+        if accept is not None:
+            accept.callback(protocol)
+
+    def upstreamRefused(self, status: int | None) -> None:
+        """The upstream connection ended before its handshake completed."""
+        if self._accept is None:
+            return
+        self._log.info(
+            "WebSocket upstream {upstream} refused {peer} with {status}",
+            upstream=str(self.factory.upstream.address),
+            peer=self._peerName,
+            status=status,
+        )
+        if status is None or not 400 <= status <= 599:
+            status = 503 if status is None else 502
+        self._settle(_denial(status))
+
+    def _settle(self, denial: ConnectionDeny | None) -> None:
+        """
+        End the wait for the upstream: cancel the deadline, and unless the
+        upstream opened (C{denial} is None) abandon it and refuse the browser.
+        """
+        accept, self._accept = self._accept, None
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+        if denial is None:
+            return
+        if self._connecting is not None:
+            self._connecting.cancel()
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            upstream.abandon()
+        if accept is not None and not self._gone:
+            accept.errback(denial)
+        # If the browser is gone, the Deferred is dropped unfired: firing it
+        # would make Autobahn open (and call onOpen) after onClose.
+
+    def onOpen(self) -> None:
+        upstream, self._upstream = self._upstream, None
+        if self._gone or upstream is None:
+            return  # Autobahn's late open after a lost handshake (TWISTED.md 2).
+        if upstream.state != STATE_OPEN:
+            self.closeWith(*UPSTREAM_LOST)
+            return
+        join(self, upstream)
+
+    def shutdown(self) -> None:
+        """The proxy is stopping: refuse or close this browser (see L{RelayResource.closeAll})."""
+        if self._accept is not None:
+            self._settle(_denial(503))
+        else:
+            self.closeWith(1001, b"going away")
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._gone = True
+        if self._accept is not None:
+            self._settle(_denial(503))
+        super().onClose(wasClean, code, reason)
+
+
+class UpstreamProtocol(RelayLeg, WebSocketClientProtocol):
+    """The upstream leg: one Autobahn client connection per browser connection."""
+
+    factory: UpstreamFactory
+    lostCode = UPSTREAM_LOST
+
+    #: The HTTP status of a refused handshake (None: no status line seen).
+    refusedStatus: int | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.factory.relay.track(self)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.factory.relay.forget(self)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        if self.state == self.STATE_CONNECTING and data.startswith(b"GET "):
+            data = spliceHandshake(self.factory.head, data)
+        super().sendData(data, sync, chopsize)
+
+    def failHandshake(self, reason: str) -> None:
+        statusLine = getattr(self, "http_status_line", None) or ""
+        status = statusLine.split(None, 2)[1:2]
+        if status and status[0].isdigit():
+            self.refusedStatus = int(status[0])
+        super().failHandshake(reason)
+
+    def onConnect(self, response: ConnectionResponse) -> None:
+        browser, self.factory.browser = self.factory.browser, None
+        if browser is None:
+            self.abandon()
+        else:
+            browser.upstreamOpened(self, response.protocol)
+
+    def abandon(self) -> None:
+        """The browser no longer waits for this connection."""
+        self.factory.browser = None
+        if self.state == STATE_OPEN:
+            self.closeWith(1001, b"going away")
+        else:
+            self.dropConnection(abort=True)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        browser, self.factory.browser = self.factory.browser, None
+        if browser is not None:
+            browser.upstreamRefused(self.refusedStatus)
+        super().onClose(wasClean, code, reason)
+
+
+class BrowserFactory(WebSocketServerFactory):
+    """
+    The server factory behind L{webSocketResource}.
+
+    @ivar legs: every connection of either leg, from its C{connectionMade}
+        to its C{connectionLost}.
+    """
+
+    protocol = BrowserProtocol
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        settings: WebSocketSettings,
+        trusted: TrustedProxies,
+        logObserver: ILogObserver | None = None,
+    ) -> None:
+        super().__init__(server=None, reactor=upstream.reactor)
+        self.upstream = upstream
+        self.settings = settings
+        self.trusted = trusted
+        self.logObserver = logObserver
+        self.legs: set[RelayLeg] = set()
+        self._allGone: list[Deferred[None]] = []
+        self._batched_timer = ReactorTimer(upstream.reactor)  # type: ignore[arg-type]
+        self.setProtocolOptions(
+            webStatus=False,
+            maxMessagePayloadSize=settings.maxMessageSize,
+            failByDrop=False,
+            echoCloseCodeReason=True,
+            openHandshakeTimeout=settings.handshakeTimeout + 1.0,
+            autoPingInterval=settings.pingInterval,
+            autoPingTimeout=settings.pingTimeout if settings.pingInterval else 0,
+            perMessageCompressionAccept=(
+                _acceptDeflate if settings.compression else (lambda offers: None)
+            ),
+            # Streamlit decides about Origins, "null" included.
+            allowNullOrigin=True,
+        )
+
+    def track(self, leg: RelayLeg) -> None:
+        self.legs.add(leg)
+
+    def forget(self, leg: RelayLeg) -> None:
+        self.legs.discard(leg)
+        if not self.legs:
+            waiting, self._allGone = self._allGone, []
+            for d in waiting:
+                d.callback(None)
+
+    def closeAll(self) -> Deferred[None]:
+        """See L{RelayResource.closeAll}."""
+        if not self.legs:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._allGone.append(d)
+        for leg in list(self.legs):
+            if isinstance(leg, BrowserProtocol):
+                leg.shutdown()
+        return d
+
+
+class UpstreamFactory(WebSocketClientFactory):
+    """
+    The client factory of one upstream connection.
+
+    Autobahn checks the upstream's selected subprotocol against its factory's
+    list (TWISTED.md section 4), so each browser connection gets its own.
+
+    @ivar browser: the browser leg waiting for this handshake, until it ends.
+    @ivar head: the handshake's request line and headers (L{upstreamRequestHead}).
+    """
+
+    protocol = UpstreamProtocol
+    noisy = False  # no "Starting factory" log line per WebSocket
+
+    def __init__(self, browser: BrowserProtocol, protocols: list[str], head: bytes) -> None:
+        upstream = browser.factory.upstream
+        super().__init__(
+            upstream.address.webSocketURL("/"),
+            protocols=protocols,
+            useragent=None,
+            reactor=upstream.reactor,
+        )
+        self.browser: BrowserProtocol | None = browser
+        self.head = head
+        self.relay = browser.factory
+        self._batched_timer = ReactorTimer(upstream.reactor)  # type: ignore[arg-type]
+        self.setProtocolOptions(
+            maxMessagePayloadSize=browser.factory.settings.maxMessageSize,
+            failByDrop=False,
+            echoCloseCodeReason=True,
+            # The browser leg's deadline covers the whole upstream handshake.
+            openHandshakeTimeout=0,
+        )
+
+
+__all__ = [
+    "WebSocketSettings",
+    "webSocketResource",
+    "RelayResource",
+    "BrowserProtocol",
+    "UpstreamProtocol",
+]
