@@ -1,0 +1,1 @@
+stproxy runs as a twistd plugin, as python -m stproxy and from Python (StreamlitProxy), streaming HTTP to and from Streamlit through a persistent connection pool with backpressure, X-Forwarded-* headers, 502/504 pages and open-proxy refusals.

@@ -1,0 +1,1 @@
+WebSocket connections to Streamlit are relayed through Autobahn with their subprotocols, Host, Origin and cookies, close codes, backpressure, keepalive pings and permessage-deflate towards the browser.
