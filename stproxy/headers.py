@@ -35,7 +35,10 @@ HOP_BY_HOP = frozenset(
 #: Fields the HTTP client computes itself from the body it sends.
 FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
-FORWARDING = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded")
+#: Fields of a request the proxy has already acted on itself: twisted.web
+#: answered C{Expect: 100-continue} and read the whole body before the
+#: request is forwarded, so the upstream must not wait to be asked for it.
+CONSUMED_BY_PROXY = frozenset({b"expect"})
 
 
 def connectionListed(headers: Headers) -> frozenset[bytes]:
@@ -172,7 +175,9 @@ def requestHeadersForUpstream(
     unchanged (the client's C{Host}, cookies and repeats included), framing
     left to the HTTP client, and this hop recorded in the forwarding headers.
     """
-    return forwardingHeaders(withoutHopByHop(headers, FRAMING), peer, trusted)
+    return forwardingHeaders(
+        withoutHopByHop(headers, FRAMING | CONSUMED_BY_PROXY), peer, trusted
+    )
 
 
 def responseHeadersForClient(headers: Headers) -> Headers:

@@ -60,6 +60,14 @@ def test_framing_is_left_to_the_client_and_host_is_kept() -> None:
     assert not result.hasHeader(b"transfer-encoding")
 
 
+def test_expect_is_answered_by_the_proxy_not_forwarded() -> None:
+    """The body is already read when the request goes upstream: nothing is left to expect."""
+    headers = Headers({b"Expect": [b"100-continue"], b"Content-Type": [b"application/octet-stream"]})
+    result = requestHeadersForUpstream(headers, CLIENT, TrustedProxies())
+    assert not result.hasHeader(b"expect")
+    assert result.hasHeader(b"content-type")
+
+
 def test_response_keeps_set_cookie_and_encoding_but_not_framing() -> None:
     headers = Headers(
         {
