@@ -15,9 +15,16 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    _HTTP11ClientFactory,
+)
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IResponse
+from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
+
+from stproxy.upstreamtls import handshakenTLSEndpoint
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint
@@ -123,19 +130,29 @@ class Upstream:
         address: UpstreamAddress,
         timeouts: Timeouts = Timeouts(),
         agent: IAgent | None = None,
+        tlsPolicy: IPolicyForHTTPS | None = None,
     ) -> None:
         """
         @param agent: the agent requests go through; by default an L{Agent}
             on this upstream's own pool.  Tests pass a fake here.
+        @param tlsPolicy: how an C{https} upstream is verified, for both legs
+            (L{stproxy.upstreamtls}); by default the platform's trust store
+            and the host name, as a browser checks.
         """
         self.reactor = reactor
         self.address = address
         self.timeouts = timeouts
+        self.tlsPolicy = tlsPolicy if tlsPolicy is not None else BrowserLikePolicyForHTTPS()
         self._pool = _QuietPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 10
         self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT
         if agent is None:
-            agent = Agent(reactor, connectTimeout=timeouts.connect, pool=self._pool)
+            agent = Agent(
+                reactor,
+                contextFactory=self.tlsPolicy,
+                connectTimeout=timeouts.connect,
+                pool=self._pool,
+            )
         self._agent = agent
 
     def request(
@@ -179,10 +196,19 @@ class Upstream:
         return d.addBoth(done)
 
     def endpoint(self) -> IStreamClientEndpoint:
-        """A client endpoint for one new connection to the upstream (the WebSocket leg)."""
-        return HostnameEndpoint(
+        """
+        A client endpoint for one new connection to the upstream (the
+        WebSocket leg): over TLS, verified by the same policy as the HTTP leg,
+        for an C{https} upstream.
+        """
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self.reactor, self.address.host, self.address.port, timeout=self.timeouts.connect
         )
+        if self.address.isTLS:
+            host = self.address.host.encode("idna")
+            creator = self.tlsPolicy.creatorForNetloc(host, self.address.port)
+            endpoint = handshakenTLSEndpoint(creator, endpoint)
+        return endpoint
 
     def close(self) -> Deferred[None]:
         """Drop every idle pooled connection; fires when they are closed."""

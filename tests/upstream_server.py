@@ -1,8 +1,9 @@
 """
 A test-only HTTP/1.1 upstream for the things Streamlit cannot do cheaply.
 
-Run it as ``python tests/upstream_server.py [--port N]``: it prints one JSON line ``{"port": N}``
-and serves on 127.0.0.1 until killed. Endpoints:
+Run it as ``python tests/upstream_server.py [--port N] [--tls-cert CERT --tls-key KEY]``: it prints
+one JSON line ``{"port": N}`` and serves on 127.0.0.1 until killed, over TLS with the given
+certificate if asked (an ``https://`` upstream for the TLS tests). Endpoints:
 
 - ``GET|HEAD /big?mb=N[&chunked=1][&delay_ms=D]``: N MiB of :func:`big_body` (with Content-Length,
   or chunked), written as fast as the client takes it (plus ``D`` ms per 64 KiB block).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import ssl
 import struct
 import sys
 import threading
@@ -217,12 +219,37 @@ class Handler(BaseHTTPRequestHandler):
         STATS.add("completed_responses")
 
 
+class TLSServer(ThreadingHTTPServer):
+    """
+    The same server over TLS. The handshake happens in each connection's own thread (on first
+    read), so a client that fails it (as a proxy refusing the certificate does) only ends its
+    own connection, quietly.
+    """
+
+    tls_context: ssl.SSLContext
+
+    def get_request(self):
+        sock, address = super().get_request()
+        return self.tls_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], (ssl.SSLError, *_CLIENT_GONE)):
+            super().handle_error(request, client_address)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain)")
+    parser.add_argument("--tls-key", help="the private key for --tls-cert")
     args = parser.parse_args(argv)
     ThreadingHTTPServer.allow_reuse_address = True
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        server = TLSServer(("127.0.0.1", args.port), Handler)
+        server.tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+    else:
+        server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     print(json.dumps({"port": server.server_address[1]}), flush=True)
     try:

@@ -1,0 +1,1 @@
+stproxy is now a TLS edge: ssl: listeners (or --tls-cert/--tls-key) with TLS 1.2+ forward-secret defaults, client certificates (--tls-client-ca), an HTTP-to-HTTPS redirect listener and HSTS, verified https:// upstreams (--upstream-ca, explicit --upstream-insecure), and certificate reload on SIGHUP or file change without dropping connections.
