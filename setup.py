@@ -27,6 +27,7 @@ setup(
         "treq>=26.7",
         "service-identity>=26.1",
         "pyOpenSSL>=26.4",
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "demo": ["streamlit>=1.67"],
@@ -35,6 +36,8 @@ setup(
             "hypothesis>=6",
             "streamlit>=1.67",
             "selenium>=4.40",
+            "pyyaml>=6",
+            "websockets>=13",
         ],
     },
     entry_points={"console_scripts": ["stproxy = stproxy.__main__:main"]},

@@ -21,25 +21,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from stproxy.logs import startLogging
 
-    startLogging(options["log-level"])
+    startLogging(options["log-level"], format=options["log-format"])
     service = makeService(options, reactor)
 
-    failures: list[Exception] = []
-
-    def start() -> None:
-        try:
-            service.startService()
-        except Exception as e:
-            failures.append(e)
-            reactor.stop()
-
-    reactor.callWhenRunning(start)
+    service.privilegedStartService()  # binds now: a busy port ends here, in one line
+    reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
-    if failures:
-        sys.stderr.write(f"stproxy: error: cannot start: {failures[0]}\n")
-        raise SystemExit(1)
-
 
 if __name__ == "__main__":
     main()

@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from stproxy.headers import Peer, TrustedProxies, requestHeadersForUpstream, responseHeadersForClient
 from stproxy.logs import loggerFor
+from stproxy.metrics import Metrics
 from stproxy.upstream import ResponseTimeout, Upstream
 
 #: Methods that could turn stproxy into a tunnel or echo a client's cookies.
@@ -81,12 +82,15 @@ class ReverseProxyResource(Resource):
         upstream: Upstream,
         trusted: TrustedProxies = TrustedProxies(),
         logObserver: ILogObserver | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """
         @param logObserver: where log events go (see L{stproxy.logs}); the
             global publisher when C{None}.
+        @param metrics: where upstream errors and timeouts are counted.
         """
         super().__init__()
+        self._metrics = Metrics() if metrics is None else metrics
         self._upstream = upstream
         self._trusted = trusted
         self._logObserver = logObserver
@@ -114,7 +118,7 @@ class ReverseProxyResource(Resource):
         if _hasBody(request):
             request.content.seek(0)
             body = FileBodyProducer(request.content, cooperator=self._cooperator)
-        _Exchange(request, self._upstream, self._logObserver).send(headers, body)
+        _Exchange(request, self._upstream, self._logObserver, self._metrics).send(headers, body)
         return NOT_DONE_YET
 
 
@@ -132,9 +136,14 @@ class _Exchange(Protocol):
     """
 
     def __init__(
-        self, request: Request, upstream: Upstream, logObserver: ILogObserver | None
+        self,
+        request: Request,
+        upstream: Upstream,
+        logObserver: ILogObserver | None,
+        metrics: Metrics,
     ) -> None:
         self._request = request
+        self._metrics = metrics
         self._upstream = upstream
         self._log = loggerFor(self, logObserver)
         self._clientGone = False
@@ -183,8 +192,10 @@ class _Exchange(Protocol):
         upstream = str(self._upstream.address)
         if failure.check(ResponseTimeout, TimeoutError):
             status, title, what = 504, "Gateway Timeout", "did not answer in time"
+            self._metrics.upstreamTimeouts.inc()
         else:
             status, title, what = 502, "Bad Gateway", "could not be reached"
+            self._metrics.upstreamConnectErrors.inc()
         reason = _describe(failure)
         self._log.error(
             "{status} for {method} {uri}: upstream {upstream} {what}: {reason}",

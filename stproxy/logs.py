@@ -9,11 +9,26 @@ handed down from L{stproxy.tap.makeService} like the reactor.  Twisted's own
 start-up lines are twistd's business and pass as they are.
 
 C{python -m stproxy} owns its process and filters everything it prints.
+
+C{--log-format json} works the same way: under twistd, stproxy's own events
+(listening, access, WebSocket sessions, upstream errors) go as JSON lines to
+the process's real standard output instead of to twistd's log, while
+Twisted's own lines stay in twistd's text format wherever twistd writes
+them; C{python -m stproxy} writes every line as JSON.  Each line is one flat
+object: C{time}, C{level}, C{namespace}, C{message} (the rendered text) and
+the event's own fields.
+
+Every stproxy observer redacts C{Cookie}, C{Set-Cookie}, C{Authorization}
+and C{Proxy-Authorization} values from any text it is given (a raw
+handshake in a debug message, say).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from twisted.logger import (
@@ -24,8 +39,67 @@ from twisted.logger import (
     Logger,
     globalLogBeginner,
     globalLogPublisher,
+    formatEvent,
     textFileLogObserver,
 )
+from zope.interface import implementer
+
+LOG_FORMATS = ("text", "json")
+
+#: A header line (or C{name=value} pair of a header dump) whose value is a secret.
+_SECRET = re.compile(
+    r"(?im)((?:proxy-)?authorization|(?:set-)?cookie)(['\"]?\s*[:=,]\s*b?['\"]?)([^\r\n'\"]*)"
+)
+
+
+def redact(text: str) -> str:
+    """C{text} with the values of credential-bearing headers replaced by C{[redacted]}."""
+    return _SECRET.sub(r"\1\2[redacted]", text)
+
+
+@implementer(ILogObserver)
+class _Redacting:
+    """Passes events on with secrets removed from their text fields and message."""
+
+    def __init__(self, observer: ILogObserver) -> None:
+        self._observer = observer
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        changed = None
+        for key, value in event.items():
+            if isinstance(value, str) and _SECRET.search(value):
+                if changed is None:
+                    changed = dict(event)
+                changed[key] = redact(value)
+        self._observer(event if changed is None else changed)
+
+
+@implementer(ILogObserver)
+class JSONLinesObserver:
+    """
+    Writes each event as one flat JSON object per line, for log shippers
+    (Twisted's own C{jsonFileLogObserver} writes record-separated events
+    with its internal C{log_*} keys, built to be read back by Twisted).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        record: dict[str, Any] = {
+            "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(),
+            "level": getattr(event.get("log_level"), "name", "info"),
+            "namespace": event.get("log_namespace", ""),
+            "message": redact(formatEvent(event) or ""),
+        }
+        failure = event.get("log_failure")
+        if failure is not None:
+            record["traceback"] = failure.getTraceback()
+        for key, value in event.items():
+            if not key.startswith(("log_", "_")) and key not in record and key not in ("format", "message", "time", "system", "isError", "failure", "why"):
+                record[key] = redact(value) if isinstance(value, str) else value
+        self._stream.write(json.dumps(record, default=repr) + "\n")
+        self._stream.flush()
 
 
 def levelFiltered(observer: ILogObserver, level: LogLevel) -> ILogObserver:
@@ -33,9 +107,16 @@ def levelFiltered(observer: ILogObserver, level: LogLevel) -> ILogObserver:
     return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
 
 
-def publisherAt(level: LogLevel) -> ILogObserver:
-    """The global log publisher behind a filter for C{level}: what stproxy objects log to."""
-    return levelFiltered(globalLogPublisher, level)
+def publisherAt(level: LogLevel, format: str = "text") -> ILogObserver:
+    """
+    What stproxy objects log to: the global log publisher (C{"text"}) or
+    JSON lines on the real standard output (C{"json"}), behind a filter for
+    C{level} and the redaction of secrets.
+    """
+    target: ILogObserver = globalLogPublisher
+    if format == "json":
+        target = JSONLinesObserver(sys.__stdout__)
+    return levelFiltered(_Redacting(target), level)
 
 
 def loggerFor(source: Any, observer: ILogObserver | None) -> Logger:
@@ -48,8 +129,9 @@ def loggerFor(source: Any, observer: ILogObserver | None) -> Logger:
     return Logger(f"{cls.__module__}.{cls.__qualname__}", source, observer)
 
 
-def startLogging(level: LogLevel, stream: TextIO = sys.stdout) -> None:
-    """Send every log event at C{level} or above to C{stream}, as text lines."""
+def startLogging(level: LogLevel, stream: TextIO = sys.stdout, format: str = "text") -> None:
+    """Send every log event at C{level} or above to C{stream}, as text or JSON lines."""
+    observer = JSONLinesObserver(stream) if format == "json" else textFileLogObserver(stream)
     globalLogBeginner.beginLoggingTo(
-        [levelFiltered(textFileLogObserver(stream), level)], redirectStandardIO=False
+        [levelFiltered(_Redacting(observer), level)], redirectStandardIO=False
     )

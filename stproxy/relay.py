@@ -110,6 +110,46 @@ class _Call:
             self._call.cancel()
 
 
+class _NoCounter:
+    """Stands in for a metric child before a leg is joined (or in tests)."""
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
+class Session:
+    """
+    One relayed WebSocket, from L{join} until both legs are gone: what its
+    log line and metrics report.
+
+    @ivar closedBy: C{"browser"}, C{"upstream"} or C{"proxy"}: the side that
+        started the close (or whose connection dropped) first.
+    @ivar code: the close code that side sent (1006 for a dropped connection).
+    """
+
+    closedBy: str | None = None
+    code: int | None = None
+
+    def __init__(self, browser: RelayLeg, upstream: RelayLeg, started: float, ended: Any) -> None:
+        """@param ended: called with this session once both legs are gone."""
+        self.browser = browser
+        self.upstream = upstream
+        self.started = started
+        self._ended = ended
+        self._open = 2
+
+    def closing(self, side: str, code: int | None) -> None:
+        """C{side} is ending the session with C{code}; only the first one counts."""
+        if self.closedBy is None:
+            self.closedBy = side
+            self.code = code
+
+    def legClosed(self) -> None:
+        self._open -= 1
+        if self._open == 0:
+            self._ended(self)
+
+
 class RelayLeg:
     """
     What both legs share, mixed in before the Autobahn protocol class.
@@ -128,6 +168,16 @@ class RelayLeg:
     other: RelayLeg | None = None
     valve: ReadingValve | None = None
     lostCode: tuple[int, bytes] = BROWSER_LOST
+
+    #: Which end this leg faces, for L{Session.closedBy}.
+    side = "browser"
+    session: Session | None = None
+    #: Messages and payload bytes received on this leg and relayed to the other.
+    relayedMessages = 0
+    relayedBytes = 0
+    #: Pre-bound metric children (L{stproxy.metrics.Metrics.relayedMessages}).
+    messageCounter: Any = _NoCounter()
+    byteCounter: Any = _NoCounter()
 
     # These come from the Autobahn protocol class this is mixed into.
     state: int
@@ -157,24 +207,31 @@ class RelayLeg:
             assert self.message_data is not None
             payload = b"".join(self.message_data)
             other = self.other
-            if other is not None:
-                other.relayMessage(payload, self.message_is_binary)
+            if other is not None and other.relayMessage(payload, self.message_is_binary):
+                size = len(payload)
+                self.relayedMessages += 1
+                self.relayedBytes += size
+                self.messageCounter.inc()
+                self.byteCounter.inc(size)
         self.message_data = None
 
-    def relayMessage(self, payload: bytes, isBinary: bool) -> None:
+    def relayMessage(self, payload: bytes, isBinary: bool) -> bool:
         """
-        Send a message that arrived on the other.  A leg that is closing drops
-        it, as the WebSocket protocol does for messages after a close.
+        Send a message that arrived on the other, and say whether it was sent.
+        A leg that is closing drops it, as the WebSocket protocol does for
+        messages after a close.
         """
         if self.state != STATE_OPEN:
-            return
+            return False
         try:
             self.sendMessage(payload, isBinary)  # type: ignore[attr-defined]
         except PayloadExceededError:
             # Only when compression made a message at the limit bigger.
             self._fail_connection(CLOSE_MESSAGE_TOO_BIG, "message too big")  # type: ignore[attr-defined]
+            return False
         except Disconnected:
-            pass
+            return False
+        return True
 
     def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
         """
@@ -184,6 +241,8 @@ class RelayLeg:
         opening = self.state == STATE_OPEN
         stop = super().onCloseFrame(code, reasonRaw)  # type: ignore[misc]
         other = self.other
+        if opening and self.session is not None:
+            self.session.closing(self.side, self.remoteCloseCode)
         if opening and not self.failedByMe and other is not None:
             reason = self.remoteCloseReason
             other.closeWith(
@@ -208,6 +267,12 @@ class RelayLeg:
         if timeout is not None:
             self.closeHandshakeTimeoutCall = None
             timeout.cancel()
+        session = self.session
+        if session is not None:
+            if self.failedByMe and self.localCloseCode is not None:
+                session.closing("proxy", self.localCloseCode)
+            session.closing(self.side, code)
+            session.legClosed()
         other, self.other = self.other, None
         if other is None:
             return
@@ -240,4 +305,4 @@ def join(browser: RelayLeg, upstream: RelayLeg) -> None:
     browser.transport.registerProducer(upstream.valve, True)
 
 
-__all__ = ["RelayLeg", "ReadingValve", "ReactorTimer", "join", "UPSTREAM_LOST", "BROWSER_LOST"]
+__all__ = ["RelayLeg", "Session", "ReadingValve", "ReactorTimer", "join", "UPSTREAM_LOST", "BROWSER_LOST"]

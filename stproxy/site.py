@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 from twisted.logger import ILogObserver
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
@@ -38,7 +40,7 @@ class ProxyRequest(Request):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._bodyBytes = 0
+        self.bodyBytes = 0
         self._refused = False
 
     def _limit(self) -> int:
@@ -54,10 +56,10 @@ class ProxyRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
             return
-        self._bodyBytes += len(data)
+        self.bodyBytes += len(data)
         limit = self._limit()
-        if limit and self._bodyBytes > limit:
-            self._refuseBody(self._bodyBytes)
+        if limit and self.bodyBytes > limit:
+            self._refuseBody(self.bodyBytes)
             return
         super().handleContentChunk(data)
 
@@ -76,6 +78,30 @@ class ProxyRequest(Request):
         if self._refused:
             return
         super().requestReceived(command, path, version)
+
+    #: When the request arrived (reactor time), for the duration metric and log.
+    started: float = 0.0
+
+    def process(self) -> None:
+        """Register with the site's L{Drain} while in flight, so shutdown waits for it."""
+        site = self.channel.site
+        self.started = site.reactor.seconds()
+        if site.drain is not None:
+            site.drain.requestStarted(self, self.channel)
+            self.notifyFinish().addBoth(site.requestEnded, self)
+        super().process()
+
+    def write(self, data: bytes) -> None:
+        """
+        Add C{Strict-Transport-Security} (C{--hsts}) as the headers go out,
+        so it is on every response over TLS, proxied and error pages alike,
+        whatever headers the upstream sent.
+        """
+        if not self.startedWriting:
+            value = getattr(self.channel.site, "hstsHeader", None)
+            if value is not None and self.isSecure():
+                self.responseHeaders.setRawHeaders(b"strict-transport-security", [value])
+        super().write(data)
 
 
 def isWebSocketUpgrade(request: IRequest) -> bool:
@@ -103,8 +129,26 @@ class ProxyRoot(Resource):
 
     def render(self, request: Request) -> Any:
         if isWebSocketUpgrade(request) and request.uri.startswith(b"/"):
-            return self._webSocket.render(request)
+            result = self._webSocket.render(request)
+            if request.channel.transport is None:
+                # The connection now belongs to the relay.
+                request.channel.site.handedOver(request)
+            return result
         return self._http.render(request)
+
+
+class _TrackedChannel(HTTPChannel):
+    """An L{HTTPChannel} that tells its site's L{Drain} when it opens and closes."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if self.site.drain is not None:
+            self.site.drain.connectionOpened(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.site.drain is not None:
+            self.site.drain.connectionClosed(self)
+        super().connectionLost(reason)
 
 
 class _StdoutLog:
@@ -133,6 +177,12 @@ class ProxySite(Site):
 
     requestFactory = ProxyRequest
 
+    #: Set by L{instrument}: the connection tracker, the metrics and where
+    #: access events go (C{None}: no access events, only C{--access-log}).
+    drain: Any = None
+    metrics: Any = None
+    accessLog: Any = None
+
     def __init__(
         self,
         root: IResource,
@@ -140,7 +190,12 @@ class ProxySite(Site):
         maxBodySize: int = 0,
         accessLog: str | None = None,
         logObserver: ILogObserver | None = None,
+        hsts: int | None = None,
     ) -> None:
+        """
+        @param hsts: C{Strict-Transport-Security} max-age, in seconds, for
+            responses over TLS; C{None} sends none.
+        """
         toStdout = accessLog == "-"
         super().__init__(
             root,
@@ -152,7 +207,70 @@ class ProxySite(Site):
             self.logPath = "-"  # set after __init__, which would make it a path
         self.maxBodySize = maxBodySize
         self.logObserver = logObserver
+        self.hstsHeader = None if hsts is None else b"max-age=%d" % (hsts,)
         self.noisy = False
+
+    def protocol(self) -> Any:  # type: ignore[override]
+        """
+        A channel that reports to L{drain}.  This is what twisted.web's own
+        C{_genericHTTPChannelProtocolFactory} builds, with our channel class
+        inside (C{HTTPFactory} has no public hook for the channel class).
+        """
+        return _GenericHTTPChannelProtocol(_TrackedChannel())
+
+    def instrument(self, drain: Any, metrics: Any, accessLog: Any = None) -> None:
+        """
+        Count connections and requests in C{drain} and C{metrics}
+        (L{stproxy.drain.Drain}, L{stproxy.metrics.Metrics}), and emit one
+        access event per request to the L{Logger} C{accessLog}, if given.
+        """
+        self.drain = drain
+        self.metrics = metrics
+        self.accessLog = accessLog
+
+    def handedOver(self, request: Any) -> None:
+        """C{request}'s connection was taken over by the WebSocket relay."""
+        if self.drain is not None:
+            self.drain.connectionClosed(request.channel)
+            self.drain.requestEnded(request)
+
+    def requestEnded(self, result: object, request: Any) -> None:
+        """
+        C{request} is finished (or its client went away): count it, log it
+        and let the drain know.  Answers and request bodies are measured in
+        body bytes, as the combined log format does.
+        """
+        duration = self.reactor.seconds() - request.started
+        method = request.method.decode("latin-1")
+        sent = request.sentLength
+        received = request.bodyBytes
+        if self.metrics is not None:
+            self.metrics.requestDone(method, request.code, duration, received, sent)
+        if self.accessLog is not None:
+            address = request.getClientAddress()
+            self.accessLog.info(
+                '{peer} "{method} {path}" {status} {bytes} {duration:.3f}s',
+                log_access=True,
+                peer=getattr(address, "host", "-"),
+                method=method,
+                path=request.uri.decode("latin-1"),
+                status=request.code,
+                bytes=sent,
+                duration=round(duration, 6),
+                user_agent=(request.getHeader(b"user-agent") or b"").decode("latin-1"),
+                completed=not isinstance(result, Failure),
+            )
+        if self.drain is not None:
+            self.drain.requestEnded(request)
+
+    def log(self, request: Any) -> None:
+        """
+        The combined-format line (C{--access-log}, or twistd's log when none
+        is given), unless JSON access events replace the latter.
+        """
+        if self.accessLog is not None and not self.logPath:
+            return
+        super().log(request)
 
     def _openLogFile(self, path: str | bytes) -> Any:
         if path in ("-", b"-"):
@@ -171,9 +289,12 @@ def buildSite(
     maxBodySize: int,
     accessLog: str | None,
     logObserver: ILogObserver | None = None,
+    hsts: int | None = None,
 ) -> ProxySite:
     """Assemble the resource tree and the L{Site} around it."""
-    site = ProxySite(ProxyRoot(http, webSocket), reactor, maxBodySize, accessLog, logObserver)
+    site = ProxySite(
+        ProxyRoot(http, webSocket), reactor, maxBodySize, accessLog, logObserver, hsts
+    )
     site.displayTracebacks = False
     return site
 

@@ -16,7 +16,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import LogLevel
 from twisted.python import usage
 
+from stproxy.endpoints import isSSLDescription
 from stproxy.headers import TrustedProxies
+from stproxy.tls import TLSEdge
 from stproxy.upstream import Timeouts, UpstreamAddress
 from stproxy.websocket import WebSocketSettings
 
@@ -126,6 +128,58 @@ class Options(usage.Options):
         ["streamlit-port", None, None, "Seed-compatible: upstream port [$STREAMLIT_PORT]"],
         ["proxy-host", None, None, "Seed-compatible: address to listen on [$PROXY_HOST]"],
         ["proxy-port", None, None, "Seed-compatible: port to listen on [$PROXY_PORT]"],
+        # Operations (stproxy.admin, stproxy.drain, stproxy.health): see the README, "Operations".
+        [
+            "shutdown-timeout",
+            None,
+            "30",
+            "Seconds in-flight HTTP requests get to finish on SIGTERM/SIGINT before they are aborted",
+        ],
+        [
+            "admin",
+            None,
+            None,
+            "Serve /metrics, /healthz and /readyz on this endpoint, e.g. "
+            "tcp:9100:interface=127.0.0.1 [default: off]",
+        ],
+        [
+            "health-interval",
+            None,
+            "5",
+            "Seconds between upstream /_stcore/health checks for /readyz",
+        ],
+        ["log-format", None, "text", "text or json (stproxy's own events as JSON lines on stdout)"],
+        # TLS edge (stproxy.tls): defaults for ssl: listeners, redirect, HSTS, upstream TLS.
+        ["tls-cert", None, None, "Certificate PEM (full chain) for ssl: listeners naming none"],
+        ["tls-key", None, None, "Private key PEM for ssl: listeners naming none"],
+        ["tls-ca", None, None, "More chain certificates (PEM) sent after the certificate"],
+        ["tls-client-ca", None, None, "Require client certificates issued by a CA in this PEM"],
+        ["tls-min-version", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3"],
+        [
+            "tls-reload-interval",
+            None,
+            "5",
+            "Seconds between checks of the certificate files for changes (0 = on SIGHUP only)",
+        ],
+        ["redirect-http", None, None, "Also listen here (e.g. tcp:80) redirecting all to HTTPS"],
+        [
+            "redirect-port",
+            None,
+            None,
+            "HTTPS port named in redirects, when the TLS listener is published"
+            " on another port than it binds [default: the listener's own]",
+        ],
+        ["acme-webroot", None, None, "Serve ACME HTTP-01 challenges from DIR on --redirect-http"],
+        ["hsts", None, None, "Send Strict-Transport-Security: max-age=SECONDS over TLS"],
+        ["upstream-ca", None, None, "Trust only the CAs in this PEM for an https:// upstream"],
+    ]
+
+    optFlags = [
+        [
+            "upstream-insecure",
+            None,
+            "Connect to an https:// upstream even if its certificate fails checks (logged)",
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -137,8 +191,8 @@ class Options(usage.Options):
     def opt_listen(self, description: str) -> None:
         """
         Listen on a Twisted server endpoint description, e.g. tcp:8500,
-        tcp:8500:interface=127.0.0.1, unix:/run/stproxy.sock; repeatable
-        [default: tcp:8500]
+        tcp:8500:interface=127.0.0.1, unix:/run/stproxy.sock, or TLS with
+        ssl:8443 (see --tls-cert and the README, "TLS"); repeatable [default: tcp:8500]
         """
         self["listen"].append(description)
 
@@ -186,6 +240,8 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--trust-forwarded: {e}") from None
         self["websocket"] = self._webSocketSettings()
+        self._operations()
+        self["tls"] = self._tlsEdge()
 
     def _number(self, name: str, parse: Any) -> Any:
         try:
@@ -228,11 +284,34 @@ class Options(usage.Options):
                 interface = _escapeEndpoint(host or DEFAULT_LISTEN_HOST)
                 descriptions = [f"tcp:{port}:interface={interface}"]
         for description in descriptions:
+            if isSSLDescription(description):
+                continue  # stproxy's own TLS listener: checked by _tlsEdge
             try:
                 serverFromString(None, description)
             except Exception as e:
                 raise usage.UsageError(f"--listen {description}: {e}") from None
         return descriptions
+
+    def _tlsEdge(self) -> TLSEdge:
+        """TLS listeners, their certificates (loaded and checked now) and the TLS flags."""
+        try:
+            return TLSEdge.fromOptions(self)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _operations(self) -> None:
+        """Check the shutdown, admin, health and log format options."""
+        self["shutdown-timeout"] = self._number("shutdown-timeout", _nonNegativeSeconds)
+        self["health-interval"] = self._number("health-interval", _positiveSeconds)
+        logFormat = str(self["log-format"]).lower()
+        if logFormat not in ("text", "json"):
+            raise usage.UsageError(f"--log-format {self['log-format']}: choose text or json")
+        self["log-format"] = logFormat
+        if self["admin"] is not None:
+            try:
+                serverFromString(None, self["admin"])
+            except Exception as e:
+                raise usage.UsageError(f"--admin {self['admin']}: {e}") from None
 
     def _webSocketSettings(self) -> WebSocketSettings:
         compression = str(self["ws-compression"]).lower()
@@ -260,4 +339,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         reactor = globalReactor
     from stproxy.service import ProxyService
 
-    return ProxyService.fromOptions(options, reactor)
+    service = ProxyService.fromOptions(options, reactor)
+    # Options that exit on error come from a command line (twistd, python -m,
+    # a .tac): that process is stproxy's.  StreamlitProxy's options do not.
+    service.ownsProcess = options.exitOnError
+    return service

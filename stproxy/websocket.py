@@ -37,7 +37,8 @@ from twisted.web.http_headers import Headers
 
 from stproxy.headers import Peer, TrustedProxies, forwardingHeaders, withoutHopByHop
 from stproxy.logs import loggerFor
-from stproxy.relay import STATE_OPEN, UPSTREAM_LOST, ReactorTimer, RelayLeg, join
+from stproxy.metrics import DOWNSTREAM, UPSTREAM, Metrics
+from stproxy.relay import STATE_OPEN, UPSTREAM_LOST, ReactorTimer, RelayLeg, Session, join
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -99,6 +100,7 @@ def webSocketResource(
     settings: WebSocketSettings,
     trusted: TrustedProxies,
     logObserver: ILogObserver | None = None,
+    metrics: Metrics | None = None,
 ) -> IResource:
     """
     A resource that takes over any request carrying C{Upgrade: websocket}
@@ -109,8 +111,9 @@ def webSocketResource(
 
     @param logObserver: where the relay's own events go (see
         L{stproxy.logs.loggerFor}); the global publisher by default.
+    @param metrics: where sessions, messages and bytes are counted.
     """
-    return RelayResource(BrowserFactory(upstream, settings, trusted, logObserver))
+    return RelayResource(BrowserFactory(upstream, settings, trusted, logObserver, metrics))
 
 
 class RelayResource(WebSocketResource):
@@ -260,6 +263,7 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):
         self._connecting = None
         if failure.check(CancelledError) or self._accept is None:
             return
+        self.factory.metrics.upstreamConnectErrors.inc()
         self._log.warn(
             "WebSocket upstream {upstream} unreachable for {peer}: {reason}",
             upstream=str(self.factory.upstream.address),
@@ -270,6 +274,7 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):
 
     def _timedOut(self) -> None:
         self._deadline = None
+        self.factory.metrics.upstreamTimeouts.inc()
         self._log.warn(
             "WebSocket upstream {upstream} did not answer {peer} within {timeout} s",
             upstream=str(self.factory.upstream.address),
@@ -330,12 +335,15 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):
             self.closeWith(*UPSTREAM_LOST)
             return
         join(self, upstream)
+        self.factory.sessionStarted(self, upstream)
 
     def shutdown(self) -> None:
         """The proxy is stopping: refuse or close this browser (see L{RelayResource.closeAll})."""
         if self._accept is not None:
             self._settle(_denial(503))
         else:
+            if self.session is not None and self.state == STATE_OPEN:
+                self.session.closing("proxy", 1001)
             self.closeWith(1001, b"going away")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -350,6 +358,7 @@ class UpstreamProtocol(RelayLeg, WebSocketClientProtocol):
 
     factory: UpstreamFactory
     lostCode = UPSTREAM_LOST
+    side = "upstream"
 
     #: The HTTP status of a refused handshake (None: no status line seen).
     refusedStatus: int | None = None
@@ -414,12 +423,15 @@ class BrowserFactory(WebSocketServerFactory):
         settings: WebSocketSettings,
         trusted: TrustedProxies,
         logObserver: ILogObserver | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(server=None, reactor=upstream.reactor)
         self.upstream = upstream
         self.settings = settings
         self.trusted = trusted
         self.logObserver = logObserver
+        self.metrics = Metrics() if metrics is None else metrics
+        self._sessionLog = loggerFor(self, logObserver)
         self.legs: set[RelayLeg] = set()
         self._allGone: list[Deferred[None]] = []
         self._batched_timer = ReactorTimer(upstream.reactor)  # type: ignore[arg-type]
@@ -447,6 +459,39 @@ class BrowserFactory(WebSocketServerFactory):
             waiting, self._allGone = self._allGone, []
             for d in waiting:
                 d.callback(None)
+
+    def sessionStarted(self, browser: BrowserProtocol, upstream: UpstreamProtocol) -> None:
+        """Both legs are joined: count the session and bind its metric children."""
+        metrics = self.metrics
+        session = Session(browser, upstream, self.upstream.reactor.seconds(), self._sessionEnded)  # type: ignore[attr-defined]
+        browser.session = upstream.session = session
+        browser.messageCounter = metrics.relayedMessages[UPSTREAM]
+        browser.byteCounter = metrics.relayedBytes[UPSTREAM]
+        upstream.messageCounter = metrics.relayedMessages[DOWNSTREAM]
+        upstream.byteCounter = metrics.relayedBytes[DOWNSTREAM]
+        metrics.openWebSockets.inc()
+
+    def _sessionEnded(self, session: Session) -> None:
+        """One log line and the metrics for a WebSocket session whose legs are both gone."""
+        self.metrics.openWebSockets.dec()
+        self.metrics.webSocketClosed(session.code)
+        browser, upstream = session.browser, session.upstream
+        self._sessionLog.info(
+            "WebSocket session {path} from {peer} ended after {duration:.3f}s:"
+            " {messages_to_upstream} messages ({bytes_to_upstream} bytes) to upstream,"
+            " {messages_to_browser} ({bytes_to_browser} bytes) to browser;"
+            " closed by {closed_by} with {close_code}",
+            log_websocket=True,
+            path=getattr(browser, "http_request_path", None),
+            peer=getattr(browser.transport.getPeer(), "host", "unknown"),
+            duration=round(self.upstream.reactor.seconds() - session.started, 6),  # type: ignore[attr-defined]
+            messages_to_upstream=browser.relayedMessages,
+            bytes_to_upstream=browser.relayedBytes,
+            messages_to_browser=upstream.relayedMessages,
+            bytes_to_browser=upstream.relayedBytes,
+            closed_by=session.closedBy,
+            close_code=session.code,
+        )
 
     def closeAll(self) -> Deferred[None]:
         """See L{RelayResource.closeAll}."""

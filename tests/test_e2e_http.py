@@ -391,6 +391,23 @@ def test_bad_flags_exit_2_with_one_line(args: list[str]) -> None:
     assert len(lines) == 1, result.stdout
 
 
+@pytest.mark.parametrize("runner", ["twistd", "python -m"])
+def test_a_busy_port_ends_start_up_with_one_line_and_status_1(runner: str) -> None:
+    """Like nginx's "bind() failed": the address, the reason, exit 1, no traceback."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        command = None if runner == "twistd" else [sys.executable, "-m", "stproxy"]
+        result = run_proxy(
+            "--upstream", "127.0.0.1:9", "--listen", f"tcp:{port}:interface=127.0.0.1", command=command
+        )
+    assert "Traceback" not in result.stdout, result.stdout
+    assert result.returncode == 1, result.stdout
+    errors = [line for line in result.stdout.splitlines() if "stproxy: error:" in line]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0], result.stdout
+
+
 # ------------------------------------------------------------ 7. python -m stproxy, seed flags
 
 

@@ -1,0 +1,1 @@
+Graceful shutdown on SIGTERM/SIGINT (in-flight requests finish within --shutdown-timeout, WebSockets close with 1001), an optional --admin listener with Prometheus /metrics, /healthz and /readyz, and --log-format json with one access line per request and one line per WebSocket session.
