@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 PROGRAM = textwrap.dedent(
     """
@@ -49,9 +50,13 @@ PROGRAM = textwrap.dedent(
 )
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def run(program: str) -> subprocess.CompletedProcess[str]:
+    """Run C{program} in a child Python, from the repository root."""
     return subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
 
 
@@ -104,3 +109,22 @@ def test_service_embeds_in_a_twisted_application() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "SERVICE True True" in result.stdout
+
+
+def test_tac_file_builds_an_application_around_the_proxy() -> None:
+    """deploy/stproxy.tac, as twistd -y loads it, holds the proxy as a service of its application."""
+    result = run(
+        textwrap.dedent(
+            """
+            from twisted.application.service import IService, IServiceCollection, loadApplication
+            from stproxy.service import ProxyService
+
+            application = loadApplication("deploy/stproxy.tac", "python")
+            [proxy] = list(IServiceCollection(application))
+            print("TAC", isinstance(proxy, ProxyService), [e.description for e in proxy.endpoints],
+                  str(proxy.upstream.address))
+            """
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    assert "TAC True ['tcp:8500'] http://localhost:8501" in result.stdout
