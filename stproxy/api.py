@@ -120,17 +120,25 @@ class StreamlitProxy:
         @raise twisted.internet.error.CannotListenError: if the port is taken.
         """
         loop = asyncio.get_running_loop()
-        reactor = asyncioReactor(loop)
-        self._service = makeService(self.options(host, port), reactor)
+        listening = self._listeningFuture()
         self._serving = loop.create_future()
-        self._listening = loop.create_future()
         try:
+            reactor = asyncioReactor(loop)
+            self._service = makeService(self.options(host, port), reactor)
             self._service.startService()
         except BaseException as e:
-            self._listening.set_exception(e)
+            if not listening.done():
+                listening.set_exception(e)
+                listening.exception()  # retrieved: start() raises it too
             raise
-        self._listening.set_result(self.addresses)
+        listening.set_result(self.addresses)
         await self._serving
+
+    def _listeningFuture(self) -> asyncio.Future[list[tuple[str, int]]]:
+        """The future L{wait_listening} waits on, shared with L{start} whichever comes first."""
+        if self._listening is None:
+            self._listening = asyncio.get_running_loop().create_future()
+        return self._listening
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -139,10 +147,11 @@ class StreamlitProxy:
         return [(p.getHost().host, p.getHost().port) for p in ports]
 
     async def wait_listening(self) -> list[tuple[str, int]]:
-        """Wait until L{start} has bound its listeners, and return L{addresses}."""
-        while self._listening is None:
-            await asyncio.sleep(0)
-        return await asyncio.shield(self._listening)
+        """
+        Wait until L{start} has bound its listeners, and return L{addresses};
+        raises what L{start} raised if it failed.
+        """
+        return await asyncio.shield(self._listeningFuture())
 
     async def close(self) -> None:
         """Stop listening, close the upstream connections, end L{start}."""

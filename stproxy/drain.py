@@ -87,6 +87,13 @@ class Drain:
         """
         self.draining = True
         for channel in list(self.connections):
+            # twisted.web's own list of the requests on a connection holds one
+            # from its request line on: a request whose headers or body are
+            # still arriving (an upload) is in flight too.
+            arriving = [r for r in getattr(channel, "requests", ()) if r not in self.requests]
+            for request in arriving:
+                self.requests[request] = channel
+                request.notifyFinish().addBoth(lambda _, r=request: self.requestEnded(r))
             if channel.transport is not None and not self._busy(channel):
                 channel.transport.loseConnection()
         if not self.requests:

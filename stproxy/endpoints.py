@@ -58,6 +58,25 @@ def _split(description: str) -> tuple[list[str], dict[str, str]]:
     return args, kwargs
 
 
+def checkPlainDescription(description: str) -> None:
+    """
+    Check a listen description that Twisted builds (C{tcp:}, C{unix:}, ...)
+    without listening: Twisted's parser, plus the port range it leaves to
+    C{bind()} (which would fail late, with a traceback).
+
+    @raise ValueError: with a message fit for a usage error.
+    """
+    try:
+        serverFromString(None, description)
+    except Exception as e:
+        raise ValueError(str(e) or type(e).__name__) from None
+    args, kwargs = _split(description)
+    if args[0].strip().lower() in ("tcp", "tcp6"):
+        port = kwargs.get("port", args[1] if len(args) > 1 else "")
+        if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+            raise ValueError(f"port {port!r} is not a port number 0-65535")
+
+
 def isSSLDescription(description: str) -> bool:
     """Whether C{description} is an C{ssl:} listener, which stproxy builds itself."""
     return description.split(":", 1)[0].strip().lower() == "ssl"

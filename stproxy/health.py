@@ -45,8 +45,14 @@ class HealthPoller(Service):
         interval: float,
         metrics: Metrics,
         logObserver: ILogObserver | None = None,
+        path: bytes = HEALTH_PATH,
     ) -> None:
+        """
+        @param path: what to ask for: Streamlit's health check, under its
+            C{server.baseUrlPath} when it has one (C{--health-path}).
+        """
         self._upstream = upstream
+        self.path = path
         self._reactor: Any = upstream.reactor
         self.interval = interval
         self._metrics = metrics
@@ -78,7 +84,7 @@ class HealthPoller(Service):
         """One poll; skipped while the previous one is still waiting."""
         if self._inFlight is not None:
             return None
-        d = self._upstream.request(b"GET", HEALTH_PATH, Headers(), None)
+        d = self._upstream.request(b"GET", self.path, Headers(), None)
         d.addCallback(self._gotResponse)
         d.addTimeout(self.interval, self._reactor)
         d.addCallbacks(self._passed, self._failed)

@@ -11,10 +11,11 @@ L{stproxy.site.ProxyRequest} for the size cap.)
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet.error import DNSLookupError, TimeoutError
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
 from twisted.logger import ILogObserver
@@ -34,6 +35,10 @@ from stproxy.upstream import ResponseTimeout, Upstream
 
 #: Methods that could turn stproxy into a tunnel or echo a client's cookies.
 REFUSED_METHODS = frozenset({b"CONNECT", b"TRACE"})
+
+#: What a request target may consist of (RFC 3986 characters are a subset):
+#: twisted.web lets control bytes and DEL through, the HTTP client refuses them.
+_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")
 
 
 def peerOf(request: Request) -> Peer:
@@ -59,6 +64,8 @@ def refusal(request: Request) -> tuple[int, str, str] | None:
         return 405, "Method Not Allowed", "This server does not proxy CONNECT or TRACE."
     if not request.uri.startswith(b"/"):
         return 400, "Bad Request", "Only origin-form request targets (/path) are accepted."
+    if not _VISIBLE_ASCII.fullmatch(request.uri):
+        return 400, "Bad Request", "The request target holds bytes a URI may not hold."
     if len(request.requestHeaders.getRawHeaders(b"host", [])) != 1:
         return 400, "Bad Request", "A request needs exactly one Host header."
     return None
@@ -148,13 +155,16 @@ class _Exchange(Protocol):
         self._log = loggerFor(self, logObserver)
         self._clientGone = False
         self._pending: Any = None
+        self._idle: IDelayedCall | None = None
 
     def send(self, headers: Any, body: Any) -> None:
         request = self._request
-        self._pending = self._upstream.request(request.method, request.uri, headers, body)
         request.notifyFinish().addErrback(self._lostClient)
-        self._pending.addCallbacks(self._gotResponse, self._failed)
-        self._pending.addErrback(
+        self._pending = pending = self._upstream.request(
+            request.method, request.uri, headers, body
+        )
+        pending.addCallbacks(self._gotResponse, self._failed)
+        pending.addErrback(
             lambda failure: self._log.failure("Proxying {uri} failed", failure, uri=request.uri)
         )
 
@@ -181,7 +191,41 @@ class _Exchange(Protocol):
         elif response.length is not UNKNOWN_LENGTH and response.code not in (204, 304):
             request.setHeader(b"content-length", b"%d" % (response.length,))
         request.registerProducer(self, True)
+        self._progress()
         response.deliverBody(self)
+
+    def _progress(self) -> None:
+        """
+        Bytes moved: (re)start the idle timer.  Like nginx's
+        C{proxy_read_timeout} and C{send_timeout} together, it ends an
+        exchange that moves nothing for C{--upstream-timeout} seconds, a
+        stalled upstream or a client that stopped reading, so neither keeps
+        two connections open for ever.
+        """
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self._upstream.timeouts.response)
+        else:
+            reactor: Any = self._upstream.reactor
+            self._idle = reactor.callLater(self._upstream.timeouts.response, self._stalled)
+
+    def _stopIdleTimer(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _stalled(self) -> None:
+        self._idle = None
+        request = self._request
+        self._log.warn(
+            "Closing {method} {uri}: nothing moved for {timeout} s"
+            " ({side})",
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1"),
+            timeout=self._upstream.timeouts.response,
+            side="the client is not reading" if self._paused else "the upstream sent nothing",
+        )
+        self.stopProducing()
+        request.channel.forceAbortClient()
 
     def _failed(self, failure: Failure) -> None:
         """Answer 502 or 504, once, with a page and a log line that say why."""
@@ -211,25 +255,34 @@ class _Exchange(Protocol):
         )
 
     # IPushProducer: the client side asks us to slow down or stop.
+    _paused = False
+
     def pauseProducing(self) -> None:
+        self._paused = True
         if self.transport is not None:
             self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
+        self._paused = False
+        if self._idle is not None:
+            self._progress()
         if self.transport is not None:
             self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         """Close the upstream connection this body is read from; it is not reusable now."""
+        self._stopIdleTimer()
         if self.transport is not None:
             self.transport.stopProducing()
 
     # IProtocol: the upstream body.
     def dataReceived(self, data: bytes) -> None:
         if not self._clientGone:
+            self._progress()
             self._request.write(data)
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+        self._stopIdleTimer()
         if self._clientGone:
             return
         request = self._request

@@ -48,7 +48,8 @@ LOG_FORMATS = ("text", "json")
 
 #: A header line (or C{name=value} pair of a header dump) whose value is a secret.
 _SECRET = re.compile(
-    r"(?im)((?:proxy-)?authorization|(?:set-)?cookie)(['\"]?\s*[:=,]\s*b?['\"]?)([^\r\n'\"]*)"
+    r"(?im)((?:proxy-)?authorization|(?:set-)?cookie)"
+    r"(['\"]?\s*[:=,]\s*\[?\s*(?:b(?=['\"]))?['\"]?)([^\r\n'\"\]]*)"
 )
 
 
@@ -71,7 +72,13 @@ class _Redacting:
                 if changed is None:
                     changed = dict(event)
                 changed[key] = redact(value)
-        self._observer(event if changed is None else changed)
+        event = event if changed is None else changed
+        text = formatEvent(event)
+        if _SECRET.search(text):
+            # A secret in a field that is not text (a Headers object, bytes):
+            # the event keeps only its redacted rendering.
+            event = dict(event, log_format=redact(text).replace("{", "{{").replace("}", "}}"))
+        self._observer(event)
 
 
 @implementer(ILogObserver)
@@ -94,7 +101,7 @@ class JSONLinesObserver:
         }
         failure = event.get("log_failure")
         if failure is not None:
-            record["traceback"] = failure.getTraceback()
+            record["traceback"] = redact(failure.getTraceback())
         for key, value in event.items():
             if not key.startswith(("log_", "_")) and key not in record and key not in ("format", "message", "time", "system", "isError", "failure", "why"):
                 record[key] = redact(value) if isinstance(value, str) else value

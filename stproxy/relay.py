@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
+STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
 CLOSE_MESSAGE_TOO_BIG = WebSocketProtocol.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG
 
 #: What the browser is told when Streamlit's connection ends without a close
@@ -183,6 +184,8 @@ class RelayLeg:
     state: int
     transport: Any
     failedByMe: bool
+    droppedByMe: bool
+    wasClean: bool
     localCloseCode: int | None
     localCloseReason: bytes | None
     remoteCloseCode: int | None
@@ -191,6 +194,8 @@ class RelayLeg:
     message_is_binary: bool
     send_queue: Any
     closeHandshakeTimeoutCall: Any
+    closeHandshakeTimeout: float
+    factory: Any
 
     def dataReceived(self, data: bytes) -> None:
         self._dataReceived(data)  # type: ignore[attr-defined]
@@ -237,9 +242,16 @@ class RelayLeg:
         """
         A close frame arrived.  If it opens the closing handshake (rather than
         answering ours), the other is closed with the same code and reason.
+
+        Autobahn then closes the TCP connection gracefully, which waits for
+        its write buffer to drain: a peer that stopped reading would keep it
+        (and this session) for ever, so it is aborted if still there after
+        the close handshake timeout.
         """
         opening = self.state == STATE_OPEN
         stop = super().onCloseFrame(code, reasonRaw)  # type: ignore[misc]
+        if self.state == STATE_CLOSED:
+            self.abortLater()
         other = self.other
         if opening and self.session is not None:
             self.session.closing(self.side, self.remoteCloseCode)
@@ -258,11 +270,32 @@ class RelayLeg:
                 reason = None
             self.sendCloseFrame(code=code, reasonUtf8=reason)  # type: ignore[attr-defined]
 
+    _abortCall: Any = None
+
+    def abortLater(self, seconds: float | None = None) -> None:
+        """
+        Abort this leg's connection unless it is gone within C{seconds}
+        (by default the close handshake timeout, at least one second).
+        """
+        if self._abortCall is not None or self.transport is None:
+            return
+        delay = seconds if seconds is not None else max(1.0, self.closeHandshakeTimeout or 0)
+        self._abortCall = self.factory.reactor.callLater(delay, self._abort)  # type: ignore[attr-defined]
+
+    def _abort(self) -> None:
+        self._abortCall = None
+        if self.transport is not None:
+            self.transport.abortConnection()
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """
         This leg's connection is gone: nothing of it may linger, and the other
         is closed too unless it is closing already.
         """
+        if self._abortCall is not None:
+            if self._abortCall.active():
+                self._abortCall.cancel()
+            self._abortCall = None
         timeout = self.closeHandshakeTimeoutCall
         if timeout is not None:
             self.closeHandshakeTimeoutCall = None
@@ -271,6 +304,9 @@ class RelayLeg:
         if session is not None:
             if self.failedByMe and self.localCloseCode is not None:
                 session.closing("proxy", self.localCloseCode)
+            elif self.droppedByMe and not self.wasClean:
+                # The proxy dropped it without a closing handshake (ping timeout).
+                session.closing("proxy", code)
             session.closing(self.side, code)
             session.legClosed()
         other, self.other = self.other, None

@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from stproxy.admin import adminSite
 from stproxy.drain import Drain
-from stproxy.health import HealthPoller
+from stproxy.health import HEALTH_PATH, HealthPoller
 from stproxy.http import ReverseProxyResource
 from stproxy.logs import loggerFor, publisherAt
 from stproxy.metrics import Metrics
@@ -177,7 +177,9 @@ class ProxyService(MultiService):
             accessLog = Logger("stproxy.access", None, log)
         site.instrument(Drain(reactor, metrics, log), metrics, accessLog)
         service = cls(upstream, site, endpoints, log, relay, options["shutdown-timeout"])
-        service.addOperations(metrics, options["health-interval"], options["admin"], log)
+        service.addOperations(
+            metrics, options["health-interval"], options["admin"], log, options["health-path"]
+        )
         # The TLS edge's own services: the --redirect-http listener, certificate reload.
         announce = lambda endpoint, description: AnnouncedEndpoint(endpoint, description, log)
         for child in tls.services(reactor, site, endpoints, announce, str(upstream.address), log):
@@ -190,6 +192,7 @@ class ProxyService(MultiService):
         healthInterval: float,
         admin: str | None,
         logObserver: ILogObserver | None = None,
+        healthPath: bytes = HEALTH_PATH,
     ) -> None:
         """
         If C{admin} names an endpoint, serve the admin pages there and poll
@@ -199,7 +202,9 @@ class ProxyService(MultiService):
         """
         self.metrics = metrics
         if admin is not None:
-            self.health = HealthPoller(self.upstream, healthInterval, metrics, logObserver)
+            self.health = HealthPoller(
+                self.upstream, healthInterval, metrics, logObserver, healthPath
+            )
             self.health.setServiceParent(self)
             self.adminEndpoint = AnnouncedEndpoint(
                 serverFromString(self._reactor, admin),
@@ -222,10 +227,11 @@ class ProxyService(MultiService):
         """Bind every listener (before twistd drops privileges)."""
         try:
             super().privilegedStartService()
-        except CannotListenError as e:
+        except (CannotListenError, OSError, OverflowError) as e:
+            # A busy port, a missing directory for a unix: socket, ...
             if not self.ownsProcess:
                 raise
-            sys.stderr.write(f"stproxy: error: {e}\n")
+            sys.stderr.write(f"stproxy: error: cannot listen: {e}\n")
             raise SystemExit(1) from None
 
     def startService(self) -> None:
@@ -267,7 +273,7 @@ class ProxyService(MultiService):
         if drain is not None:
             waits.append(drain.drain(self.shutdownTimeout))
         if self.webSocket is not None:
-            waits.append(self.webSocket.closeAll())
+            waits.append(self.webSocket.closeAll(self.shutdownTimeout))
         return gatherResults(waits)
 
     def _stopRest(self) -> Deferred[Any]:

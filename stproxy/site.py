@@ -17,6 +17,10 @@ from twisted.web.server import Request, Site
 
 from stproxy.logs import loggerFor
 
+#: The status logged and counted for a request whose client went away before
+#: any answer (nginx's convention; nothing is sent).
+CLIENT_CLOSED_REQUEST = 499
+
 #: The message a client gets when its body is over the limit.
 _TOO_LARGE = (
     b"HTTP/1.1 413 Content Too Large\r\n"
@@ -70,6 +74,9 @@ class ProxyRequest(Request):
             size=size,
             limit=self._limit(),
         )
+        # Answered already: twisted.web must not invite the body with a
+        # "100 Continue" after the 413.
+        self.requestHeaders.removeHeader(b"expect")
         transport = self.channel.transport
         transport.write(_TOO_LARGE)
         transport.loseConnection()
@@ -241,6 +248,10 @@ class ProxySite(Site):
         body bytes, as the combined log format does.
         """
         duration = self.reactor.seconds() - request.started
+        aborted = isinstance(result, Failure)
+        if aborted and not request.startedWriting:
+            # nginx's 499: the client closed the connection before any answer.
+            request.code = CLIENT_CLOSED_REQUEST
         method = request.method.decode("latin-1")
         sent = request.sentLength
         received = request.bodyBytes
@@ -258,8 +269,10 @@ class ProxySite(Site):
                 bytes=sent,
                 duration=round(duration, 6),
                 user_agent=(request.getHeader(b"user-agent") or b"").decode("latin-1"),
-                completed=not isinstance(result, Failure),
+                completed=not aborted,
             )
+        if aborted:
+            self.log(request)  # finish() logs the others; an abort never calls it
         if self.drain is not None:
             self.drain.requestEnded(request)
 

@@ -7,16 +7,17 @@ parse an L{Options} and hand it to L{makeService}; nothing else builds a proxy.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 from typing import Any, Mapping, NoReturn
 
 from twisted.application.service import IService
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import LogLevel
 from twisted.python import usage
 
-from stproxy.endpoints import isSSLDescription
+from stproxy.endpoints import checkPlainDescription, isSSLDescription
 from stproxy.headers import TrustedProxies
 from stproxy.tls import TLSEdge
 from stproxy.upstream import Timeouts, UpstreamAddress
@@ -38,17 +39,23 @@ LOG_LEVELS = {
 
 _SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
+#: A path stproxy can put on a request line as it is.
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
+#: ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+_DIGITS = re.compile(r"[0-9]+")
+
 
 def _positiveSeconds(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not (math.isfinite(value) and value > 0):
         raise ValueError("must be a positive number of seconds")
     return value
 
 
 def _nonNegativeSeconds(text: str) -> float:
     value = float(text)
-    if value < 0:
+    if not (math.isfinite(value) and value >= 0):
         raise ValueError("must be 0 (off) or a positive number of seconds")
     return value
 
@@ -58,14 +65,14 @@ def parseSize(text: str) -> int:
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     suffix = text[-1:] if text[-1:] in _SIZE_SUFFIXES else ""
     number = text[: len(text) - len(suffix)]
-    if not number.isdigit():
+    if not _DIGITS.fullmatch(number):
         raise ValueError(f"{text!r} is not a size (use e.g. 1048576, 512K, 200M)")
     return int(number) * _SIZE_SUFFIXES[suffix]
 
 
 def _port(text: str, flag: str, allowZero: bool = False) -> int:
     low = 0 if allowZero else 1
-    if not text.isdigit() or not low <= int(text) <= 65535:
+    if not _DIGITS.fullmatch(text) or not low <= int(text) <= 65535:
         raise usage.UsageError(f"{flag} {text}: must be a port number {low}-65535")
     return int(text)
 
@@ -147,6 +154,12 @@ class Options(usage.Options):
             None,
             "5",
             "Seconds between upstream /_stcore/health checks for /readyz",
+        ],
+        [
+            "health-path",
+            None,
+            "/_stcore/health",
+            "The upstream path /readyz checks; with server.baseUrlPath=app, /app/_stcore/health",
         ],
         ["log-format", None, "text", "text or json (stproxy's own events as JSON lines on stdout)"],
         # TLS edge (stproxy.tls): defaults for ssl: listeners, redirect, HSTS, upstream TLS.
@@ -235,6 +248,7 @@ class Options(usage.Options):
             response=self._number("upstream-timeout", _positiveSeconds),
         )
         self["max-body-size"] = self._number("max-body-size", parseSize)
+        self._checkAccessLog()
         try:
             self["trust-forwarded"] = TrustedProxies(self["trust-forwarded"])
         except ValueError as e:
@@ -287,10 +301,20 @@ class Options(usage.Options):
             if isSSLDescription(description):
                 continue  # stproxy's own TLS listener: checked by _tlsEdge
             try:
-                serverFromString(None, description)
-            except Exception as e:
+                checkPlainDescription(description)
+            except ValueError as e:
                 raise usage.UsageError(f"--listen {description}: {e}") from None
         return descriptions
+
+    def _checkAccessLog(self) -> None:
+        """An access log that cannot be written must stop start-up now, in one line."""
+        path = self["access-log"]
+        if path is None or path == "-":
+            return
+        target = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
+        if not os.access(target, os.W_OK):
+            problem = "not writable" if os.path.exists(target) else "no such directory"
+            raise usage.UsageError(f"--access-log {path}: {problem}")
 
     def _tlsEdge(self) -> TLSEdge:
         """TLS listeners, their certificates (loaded and checked now) and the TLS flags."""
@@ -303,14 +327,18 @@ class Options(usage.Options):
         """Check the shutdown, admin, health and log format options."""
         self["shutdown-timeout"] = self._number("shutdown-timeout", _nonNegativeSeconds)
         self["health-interval"] = self._number("health-interval", _positiveSeconds)
+        path = str(self["health-path"])
+        if not path.startswith("/") or not _VISIBLE_ASCII.fullmatch(path):
+            raise usage.UsageError(f"--health-path {path}: must be a path such as /_stcore/health")
+        self["health-path"] = path.encode("ascii")
         logFormat = str(self["log-format"]).lower()
         if logFormat not in ("text", "json"):
             raise usage.UsageError(f"--log-format {self['log-format']}: choose text or json")
         self["log-format"] = logFormat
         if self["admin"] is not None:
             try:
-                serverFromString(None, self["admin"])
-            except Exception as e:
+                checkPlainDescription(self["admin"])
+            except ValueError as e:
                 raise usage.UsageError(f"--admin {self['admin']}: {e}") from None
 
     def _webSocketSettings(self) -> WebSocketSettings:

@@ -27,7 +27,12 @@ from twisted.logger import ILogObserver
 from twisted.web.iweb import IPolicyForHTTPS
 
 from stproxy.certificates import MIN_VERSIONS, CertificateError, ServerCertificate
-from stproxy.endpoints import SSLDescription, isSSLDescription, listenerEndpoint
+from stproxy.endpoints import (
+    SSLDescription,
+    checkPlainDescription,
+    isSSLDescription,
+    listenerEndpoint,
+)
 from stproxy.redirect import RedirectToHTTPS
 from stproxy.reload import DEFAULT_RELOAD_INTERVAL, TLSService
 from stproxy.site import ProxySite
@@ -126,7 +131,7 @@ class TLSEdge:
         if port is not None:
             if self.redirect is None:
                 raise ValueError("--redirect-port needs --redirect-http")
-            if not str(port).isdigit() or not 1 <= int(port) <= 65535:
+            if not (str(port).isascii() and str(port).isdigit() and 1 <= int(port) <= 65535):
                 raise ValueError(f"--redirect-port {port}: must be a port number 1-65535")
             self.redirectPort = int(port)
         if self.redirect is not None:
@@ -135,8 +140,8 @@ class TLSEdge:
                     f"--redirect-http {self.redirect}: must be a plain listener, like tcp:80"
                 )
             try:
-                serverFromString(None, self.redirect)
-            except Exception as e:
+                checkPlainDescription(self.redirect)
+            except ValueError as e:
                 raise ValueError(f"--redirect-http {self.redirect}: {e}") from None
         if acmeWebroot is not None:
             if self.redirect is None:

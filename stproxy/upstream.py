@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -177,7 +177,8 @@ class Upstream:
         The response timeout cancels the request if no response headers
         arrive in time; the failure is then L{ResponseTimeout}.
         """
-        d = self._agent.request(method, self.address.httpURL(target), headers, body)
+        # maybeDeferred: Agent raises some errors (a URI it refuses) at once.
+        d = maybeDeferred(self._agent.request, method, self.address.httpURL(target), headers, body)
         timedOut: list[bool] = []
 
         def onTimeout() -> None:

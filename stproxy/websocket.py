@@ -128,15 +128,15 @@ class RelayResource(WebSocketResource):
         super().__init__(factory)
         self.factory = factory
 
-    def closeAll(self) -> Deferred[None]:
+    def closeAll(self, deadline: float = 5.0) -> Deferred[None]:
         """
         Close every relayed WebSocket: browsers still waiting for the upstream
         get 503, open ones a 1001 "going away" close (the Streamlit frontend
         then reconnects), and their upstream legs follow.  Fires once every
-        connection of either leg is gone (within Autobahn's one-second close
-        handshake timeout).
+        connection of either leg is gone; any still there after C{deadline}
+        seconds is aborted.
         """
-        return self.factory.closeAll()
+        return self.factory.closeAll(deadline)
 
 
 def _acceptDeflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
@@ -493,8 +493,12 @@ class BrowserFactory(WebSocketServerFactory):
             close_code=session.code,
         )
 
-    def closeAll(self) -> Deferred[None]:
-        """See L{RelayResource.closeAll}."""
+    def closeAll(self, deadline: float = 5.0) -> Deferred[None]:
+        """
+        See L{RelayResource.closeAll}.  A leg still connected C{deadline}
+        seconds later (a browser that stopped reading never takes its close
+        frame) is aborted.
+        """
         if not self.legs:
             return succeed(None)
         d: Deferred[None] = Deferred()
@@ -502,6 +506,8 @@ class BrowserFactory(WebSocketServerFactory):
         for leg in list(self.legs):
             if isinstance(leg, BrowserProtocol):
                 leg.shutdown()
+        for leg in list(self.legs):
+            leg.abortLater(deadline)
         return d
 
 

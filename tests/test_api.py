@@ -79,10 +79,15 @@ def test_invalid_arguments_raise_usage_error_not_exit() -> None:
             from stproxy import StreamlitProxy
 
             async def main():
+                proxy = StreamlitProxy(streamlit_port=70000)
                 try:
-                    await StreamlitProxy(streamlit_port=70000).start(port=0)
+                    await proxy.start(port=0)
                 except UsageError as e:
                     print("USAGE", e)
+                try:
+                    await asyncio.wait_for(proxy.wait_listening(), 5)
+                except UsageError:
+                    print("WAIT ALSO RAISED")
 
             asyncio.run(main())
             """
@@ -90,6 +95,7 @@ def test_invalid_arguments_raise_usage_error_not_exit() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "USAGE --streamlit-port 70000" in result.stdout
+    assert "WAIT ALSO RAISED" in result.stdout
 
 
 def test_service_embeds_in_a_twisted_application() -> None:

@@ -6,6 +6,7 @@ cancellation and backpressure, which real sockets reach only slowly or not at al
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -21,8 +22,10 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IResponse
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from stproxy.drain import Drain
 from stproxy.headers import TrustedProxies
 from stproxy.http import ReverseProxyResource
+from stproxy.metrics import Metrics
 from stproxy.site import buildSite
 from stproxy.upstream import Timeouts, Upstream, UpstreamAddress
 
@@ -94,13 +97,20 @@ class FakeAgent:
 class Proxy:
     """A ProxySite over a fake agent, fed raw bytes as one client connection."""
 
-    def __init__(self, maxBodySize: int = 0, timeouts: Timeouts = Timeouts()) -> None:
+    def __init__(
+        self, maxBodySize: int = 0, timeouts: Timeouts = Timeouts(), metrics: Metrics | None = None
+    ) -> None:
+        """@param metrics: instrument the site (a L{Drain} and these metrics), as the service does."""
         self.clock = MemoryReactorClock()
         self.agent = FakeAgent()
         self.upstream = Upstream(self.clock, UPSTREAM, timeouts, agent=self.agent)
         self.site = buildSite(
             ReverseProxyResource(self.upstream, TrustedProxies()), Resource(), self.clock, maxBodySize, None
         )
+        self.drain = None
+        if metrics is not None:
+            self.drain = Drain(self.clock, metrics, None)
+            self.site.instrument(self.drain, metrics)
         peer = IPv4Address("TCP", "192.0.2.7", 40000)
         self.protocol = self.site.buildProtocol(peer)
         self.transport = StringTransport(peerAddress=peer)
@@ -270,3 +280,105 @@ def test_chunked_body_crossing_the_limit_is_refused_with_413() -> None:
     proxy.send(b"8\r\n12345678\r\n0\r\n\r\n")
     assert proxy.output().startswith(b"HTTP/1.1 413")
     assert proxy.agent.requests == []
+
+
+def test_an_upstream_that_stalls_mid_body_is_cut_off_after_the_timeout() -> None:
+    """Nothing moving for --upstream-timeout ends the exchange: both connections are released."""
+    proxy = Proxy(timeouts=Timeouts(connect=1, response=7))
+    proxy.send(b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n")
+    response = FakeResponse(length=100)
+    proxy.agent.requests[0]["deferred"].callback(response)
+    for _ in range(3):  # progress keeps it alive past the timeout
+        proxy.clock.advance(5)
+        response.protocol.dataReceived(b"x" * 10)
+    assert not response.transport.stopped and not proxy.transport.disconnected
+    proxy.clock.advance(7)
+    assert response.transport.stopped
+    assert proxy.transport.disconnected
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_timeout() -> None:
+    proxy = Proxy(timeouts=Timeouts(connect=1, response=7))
+    proxy.send(b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n")
+    response = FakeResponse()
+    proxy.agent.requests[0]["deferred"].callback(response)
+    response.protocol.dataReceived(b"x" * 10)
+    proxy.transport.producer.pauseProducing()
+    proxy.clock.advance(6)
+    proxy.transport.producer.resumeProducing()  # it read a little: the clock restarts
+    proxy.transport.producer.pauseProducing()
+    proxy.clock.advance(6)
+    assert not proxy.transport.disconnected
+    proxy.clock.advance(1)
+    assert response.transport.stopped and proxy.transport.disconnected
+
+
+def test_a_finished_response_leaves_no_timer_behind() -> None:
+    proxy = Proxy()
+    proxy.send(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+    response = FakeResponse()
+    proxy.agent.requests[0]["deferred"].callback(response)
+    response.protocol.dataReceived(b"abc")
+    response.protocol.connectionLost(Failure(ResponseDone()))
+    calls = [c for c in proxy.clock.getDelayedCalls() if c.active()]
+    assert [c for c in calls if "TimeoutMixin" not in repr(c)] == []  # only the channel's own
+
+
+@pytest.mark.parametrize("target", [b"/echo?q=\x7f", b"/a\x01b", b"/caf\xc3\xa9"])
+def test_targets_with_bytes_a_uri_cannot_hold_get_400_not_a_traceback(target: bytes) -> None:
+    proxy = Proxy()
+    proxy.send(b"GET " + target + b" HTTP/1.1\r\nHost: app\r\n\r\n")
+    assert proxy.output().startswith(b"HTTP/1.1 400 ")
+    assert proxy.agent.requests == []
+
+
+def test_an_agent_that_raises_at_once_gives_502() -> None:
+    """Errors the HTTP client raises synchronously still become a 502 page, not a 500."""
+    proxy = Proxy()
+
+    def refuse(*args: Any, **kwargs: Any) -> Deferred[IResponse]:
+        raise ValueError("Invalid URI")
+
+    proxy.agent.request = refuse  # type: ignore[method-assign]
+    proxy.send(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+    assert proxy.output().startswith(b"HTTP/1.1 502 ")
+
+
+def test_a_refused_body_gets_its_413_and_no_stray_100_continue() -> None:
+    proxy = Proxy(maxBodySize=10)
+    proxy.send(b"PUT /up HTTP/1.1\r\nHost: app\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+    assert proxy.output().startswith(b"HTTP/1.1 413")
+    assert b"100 Continue" not in proxy.output()
+
+
+def test_a_request_abandoned_before_any_answer_is_logged_and_counted_as_499(tmp_path: Path) -> None:
+    """nginx's convention: the access log and the metrics show the client gave up."""
+    metrics = Metrics()
+    proxy = Proxy(metrics=metrics)
+    logPath = tmp_path / "access.log"
+    proxy.site.logPath = str(logPath)
+    proxy.site.startFactory()
+    proxy.send(b"GET /slow HTTP/1.1\r\nHost: app\r\n\r\n")
+    proxy.disconnect()
+    proxy.site.stopFactory()
+    assert '"GET /slow HTTP/1.1" 499 ' in logPath.read_text()
+    assert metrics.registry.get_sample_value(
+        "stproxy_http_requests_total", {"method": "GET", "status_class": "4xx"}
+    ) == 1
+
+
+def test_shutdown_waits_for_a_request_whose_body_is_still_arriving() -> None:
+    """An upload half sent when the drain starts is finished and answered, then the connection closes."""
+    proxy = Proxy(metrics=Metrics())
+    drain = proxy.drain
+    proxy.send(b"PUT /up HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\n\r\nhello")
+    drained = drain.drain(30)
+    assert not drained.called and not proxy.transport.disconnecting
+    proxy.send(b"world")
+    response = FakeResponse(length=2)
+    proxy.agent.requests[0]["deferred"].callback(response)
+    response.protocol.dataReceived(b"ok")
+    response.protocol.connectionLost(Failure(ResponseDone()))
+    assert proxy.output().endswith(b"\r\n\r\nok")
+    assert drained.called
+    assert proxy.transport.disconnecting

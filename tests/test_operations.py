@@ -447,9 +447,11 @@ class _FakeUpstream:
     def __init__(self, clock: Clock) -> None:
         self.reactor = clock
         self.answers: list[Deferred] = []
+        self.targets: list[bytes] = []
 
     def request(self, method: bytes, target: bytes, headers: Any, body: Any) -> Deferred:
-        assert (method, target) == (b"GET", b"/_stcore/health")
+        assert method == b"GET"
+        self.targets.append(target)
         d: Deferred = Deferred()
         self.answers.append(d)
         return d
@@ -480,6 +482,22 @@ def test_health_poller_turns_unhealthy_on_a_failed_or_hanging_check() -> None:
     assert not poller.healthy
     assert metrics.upstreamHealthy._value.get() == 0
     poller.stopService()
+
+
+def test_health_poller_asks_for_the_configured_path() -> None:
+    """The default is Streamlit's own; --health-path serves a Streamlit under a baseUrlPath."""
+    from stproxy.health import HealthPoller
+    from stproxy.metrics import Metrics
+
+    for path in (None, b"/app/_stcore/health"):
+        clock = Clock()
+        upstream = _FakeUpstream(clock)
+        extra = () if path is None else (None, path)
+        poller = HealthPoller(upstream, 2.0, Metrics(), *extra)  # type: ignore[arg-type]
+        poller.startService()
+        assert upstream.targets == [path or b"/_stcore/health"]
+        upstream.answers[-1].callback(_FakeResponse(200))
+        poller.stopService()
 
 
 def test_drain_waits_for_requests_and_aborts_them_at_the_timeout() -> None:
@@ -527,3 +545,34 @@ def test_drain_waits_for_requests_and_aborts_them_at_the_timeout() -> None:
     assert not done.called
     drain.requestEnded(stuck)  # the abort's connectionLost
     assert done.called
+
+
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("Cookie: _streamlit_xsrf=2|a|b", "_streamlit_xsrf"),
+        ("authorization=Bearer s3cr3t", "s3cr3t"),
+        ("{'Authorization': 'Bearer s3cr3t'}", "s3cr3t"),
+        ("Headers({b'cookie': [b'session=s3cr3t'], b'x': [b'y']})", "s3cr3t"),
+        ("Set-Cookie: session=s3cr3t; HttpOnly", "s3cr3t"),
+    ],
+)
+def test_redact_removes_credentials_in_every_shape_they_are_printed(text: str, secret: str) -> None:
+    from stproxy.logs import redact
+
+    assert secret not in redact(text)
+    assert "[redacted]" in redact(text)
+
+
+def test_events_with_secrets_in_non_text_fields_are_rendered_redacted() -> None:
+    """A Headers object in an event cannot carry a cookie value to the log."""
+    from twisted.logger import formatEvent
+    from twisted.web.http_headers import Headers
+
+    from stproxy.logs import _Redacting
+
+    seen: list[dict[str, Any]] = []
+    _Redacting(seen.append)(
+        {"log_format": "got {headers}", "headers": Headers({b"cookie": [b"session=s3cr3t"]})}
+    )
+    assert "s3cr3t" not in formatEvent(seen[0])

@@ -81,6 +81,14 @@ def test_environment_gives_defaults_and_flags_win() -> None:
         (["--max-body-size", "lots"], "--max-body-size"),
         (["--trust-forwarded", "10.0.0.0/33"], "--trust-forwarded"),
         (["--ws-compression", "maybe"], "--ws-compression"),
+        (["--listen", "tcp:99999"], "--listen tcp:99999: port '99999'"),
+        (["--admin", "tcp:70000"], "--admin tcp:70000: port '70000'"),
+        (["--access-log", "/nonexistent/dir/access.log"], "no such directory"),
+        (["--proxy-port", "\u00b2"], "must be a port number"),
+        (["--shutdown-timeout", "nan"], "--shutdown-timeout nan"),
+        (["--upstream-timeout", "inf"], "--upstream-timeout inf"),
+        (["--ws-ping-interval", "nan"], "--ws-ping-interval nan"),
+        (["--health-path", "_stcore/health"], "--health-path"),
     ],
 )
 def test_bad_values_are_usage_errors(argv: list[str], fragment: str) -> None:

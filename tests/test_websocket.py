@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import struct
 import sys
 import time
@@ -723,6 +724,9 @@ class LifetimeTests(RelayTestCase):
         closed = yield browser.factory.lost
         self.assertFalse(closed[0])
         yield waitFor(lambda: server.closed, what="upstream closed")
+        yield waitFor(lambda: any("closed_by" in e for e in self.events), what="session line")
+        [session] = [e for e in self.events if "closed_by" in e]
+        self.assertEqual((session["closed_by"], session["close_code"]), ("proxy", 1006))
 
 
 class BackpressureTests(RelayTestCase):
@@ -754,6 +758,32 @@ class BackpressureTests(RelayTestCase):
             [p[:4] for p, _ in browser.messages], [struct.pack("!I", i) for i in range(400)]
         )
         self.assertFalse(upstreamLeg.valve.paused)
+
+    @defer.inlineCallbacks
+    def test_a_browser_that_closes_and_stops_reading_is_not_kept_for_ever(self):
+        """
+        Its close is answered, but the graceful TCP close would wait for a
+        write buffer it never drains: the connection is aborted instead, and
+        the session ends.
+        """
+        browser, server, _ = yield self.openRelay()
+        browserLeg, upstreamLeg = self.proxyLegs()
+        # Small socket buffers, so that what the proxy holds for the browser
+        # cannot all vanish into the kernel.
+        browser.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        browserLeg.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        browser.transport.pauseProducing()
+        Pusher(server, count=400, size=256 * 1024)
+        yield waitFor(lambda: upstreamLeg.valve.paused, what="backpressure upstream")
+        browser.closeHandshakeTimeout = 0  # a raw client: it waits for ever, it never aborts
+        browser.sendClose(1000)
+        yield waitFor(
+            lambda: not browserLeg.transport.connected, timeout=10, what="browser connection gone"
+        )
+        yield waitFor(lambda: not self.relay.legs, what="both legs forgotten")
+        browser.transport.resumeProducing()
+        yield waitFor(lambda: not browser.transport.connected, what="the test browser closed")
+        self.assertEqual([e["close_code"] for e in self.events if "close_code" in e], [1000])
 
     @defer.inlineCallbacks
     def test_streamlit_that_stops_reading_pauses_reading_from_the_browser(self):
