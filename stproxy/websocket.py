@@ -33,9 +33,14 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
-from twisted.web.http_headers import Headers
 
 from stproxy.headers import Peer, TrustedProxies, forwardingHeaders, withoutHopByHop
+from stproxy.handshake import (
+    OWN_HANDSHAKE_FIELDS,
+    parseRequestHead,
+    spliceHandshake,
+    upstreamRequestHead,
+)
 from stproxy.logs import loggerFor
 from stproxy.metrics import DOWNSTREAM, UPSTREAM, Metrics
 from stproxy.relay import STATE_OPEN, UPSTREAM_LOST, ReactorTimer, RelayLeg, Session, join
@@ -45,22 +50,6 @@ if TYPE_CHECKING:
     from twisted.web.resource import IResource
 
     from stproxy.upstream import Upstream
-
-#: Handshake fields the upstream leg writes for itself rather than copying
-#: from the browser: its own key, version and (no) extensions, and the Host
-#: line it always puts first.  C{Connection}/C{Upgrade} are hop-by-hop.
-OWN_HANDSHAKE_FIELDS = (
-    b"host",
-    b"sec-websocket-key",
-    b"sec-websocket-version",
-    b"sec-websocket-extensions",
-    b"sec-websocket-accept",
-    b"content-length",
-)
-
-#: The lines of Autobahn's own client handshake that are kept.
-_AUTOBAHN_LINES = (b"sec-websocket-key:", b"sec-websocket-version:")
-
 
 @dataclass(frozen=True)
 class WebSocketSettings:
@@ -144,53 +133,6 @@ def _acceptDeflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
         if isinstance(offer, PerMessageDeflateOffer):
             return PerMessageDeflateOfferAccept(offer)
     return None
-
-
-def parseRequestHead(data: bytes) -> tuple[bytes, bytes | None, Headers]:
-    """
-    The request target, raw C{Host} and headers of an HTTP request head, as
-    bytes exactly as received (Autobahn's own parse decodes them as latin-1
-    and its client would send them back UTF-8 encoded).
-    """
-    lines = data.split(b"\r\n")
-    target = lines[0].split()[1]
-    headers = Headers()
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(b":")
-            headers.addRawHeader(name.strip(), value.strip())
-    host = headers.getRawHeaders(b"host", [None])[-1]
-    return target, host, headers
-
-
-def upstreamRequestHead(target: bytes, host: bytes, headers: Headers) -> bytes:
-    """
-    The start of the upstream handshake: request line, the browser's C{Host}
-    first (exactly as sent, port or no port), the upgrade itself, then every
-    header given.  L{spliceHandshake} completes it with Autobahn's key.
-    """
-    lines = [b"GET " + target + b" HTTP/1.1", b"Host: " + host]
-    lines += [b"Upgrade: websocket", b"Connection: Upgrade"]
-    for name, values in headers.getAllRawHeaders():
-        lines.extend(name + b": " + value for value in values)
-    return b"\r\n".join(lines) + b"\r\n"
-
-
-def spliceHandshake(head: bytes, generated: bytes) -> bytes:
-    """
-    Autobahn's client handshake C{generated}, with everything but its key
-    and version lines replaced by C{head}.
-
-    Autobahn always writes C{Host: host:port} (TWISTED.md section 4) and
-    encodes header values as UTF-8; Streamlit wants the browser's exact Host
-    (its Origin check) and cookies must pass byte for byte.
-    """
-    kept = [
-        line + b"\r\n"
-        for line in generated.split(b"\r\n")[1:]
-        if line.lower().startswith(_AUTOBAHN_LINES)
-    ]
-    return head + b"".join(kept) + b"\r\n"
 
 
 def _denial(code: int) -> ConnectionDeny:

@@ -585,7 +585,7 @@ def test_make_service_builds_tls_listeners_with_stproxys_own_context(pki: PKI, t
         service.stopService()
 
 
-def test_redirect_port_names_the_published_https_port(pki: Any) -> None:
+def test_redirect_port_names_the_published_https_port(pki: PKI) -> None:
     """Behind a port mapping (container 8443 published as 443) redirects name the public port."""
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet.testing import MemoryReactorClock

@@ -51,14 +51,8 @@ from harness import APPS, start_proxy, start_streamlit
 from stproxy.headers import TrustedProxies
 from stproxy.relay import ReactorTimer
 from stproxy.upstream import Timeouts, Upstream, UpstreamAddress
-from stproxy.websocket import (
-    BrowserFactory,
-    WebSocketSettings,
-    parseRequestHead,
-    spliceHandshake,
-    upstreamRequestHead,
-    webSocketResource,
-)
+from stproxy.handshake import parseRequestHead, spliceHandshake, upstreamRequestHead
+from stproxy.websocket import BrowserFactory, WebSocketSettings, webSocketResource
 
 PROTOCOLS = ["streamlit", "xsrf-token", "session-id"]
 STREAM = "/_stcore/stream"
