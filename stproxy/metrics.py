@@ -103,6 +103,13 @@ class Metrics:
         #: Pre-bound children, by direction: the relay's hot path.
         self.relayedMessages = {d: messages.labels(direction=d) for d in (UPSTREAM, DOWNSTREAM)}
         self.relayedBytes = {d: relayedBytes.labels(direction=d) for d in (UPSTREAM, DOWNSTREAM)}
+        self.webSocketsRefused = Counter(
+            "stproxy_websocket_handshakes_refused",
+            "WebSocket handshakes answered with an HTTP error instead of 101, by status"
+            " (Streamlit's own refusals, 502/503/504 from the proxy)",
+            ["status"],
+            registry=registry,
+        )
         self.upstreamHealthy = Gauge(
             "stproxy_upstream_healthy",
             "1 while the upstream's /_stcore/health answers 200, else 0",

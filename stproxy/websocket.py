@@ -265,6 +265,7 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):
         if upstream is not None:
             upstream.abandon()
         if accept is not None and not self._gone:
+            self.factory.metrics.webSocketsRefused.labels(status=str(denial.code)).inc()
             accept.errback(denial)
         # If the browser is gone, the Deferred is dropped unfired: firing it
         # would make Autobahn open (and call onOpen) after onClose.

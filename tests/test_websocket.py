@@ -403,6 +403,10 @@ class HandshakeTests(RelayTestCase):
         port = self.startProxy(self.listenUpstream(fakeStreamlitFactory(refuse=403)))
         status = yield self.rawHandshake(port)
         self.assertEqual(status, b"HTTP/1.1 403 Forbidden")
+        refused = self.relay.metrics.registry.get_sample_value(
+            "stproxy_websocket_handshakes_refused_total", {"status": "403"}
+        )
+        self.assertEqual(refused, 1)
 
     @defer.inlineCallbacks
     def test_upstream_hanging_up_without_status_gives_503(self):
