@@ -66,7 +66,8 @@ def refusal(request: Request) -> tuple[int, str, str] | None:
         return 400, "Bad Request", "Only origin-form request targets (/path) are accepted."
     if not _VISIBLE_ASCII.fullmatch(request.uri):
         return 400, "Bad Request", "The request target holds bytes a URI may not hold."
-    if len(request.requestHeaders.getRawHeaders(b"host", [])) != 1:
+    hosts = len(request.requestHeaders.getRawHeaders(b"host", []))
+    if hosts > 1 or (hosts == 0 and request.clientproto != b"HTTP/1.0"):
         return 400, "Bad Request", "A request needs exactly one Host header."
     return None
 
@@ -121,6 +122,10 @@ class ReverseProxyResource(Resource):
         headers = requestHeadersForUpstream(
             request.requestHeaders, peerOf(request), self._trusted
         )
+        if not headers.hasHeader(b"host"):
+            # HTTP/1.0 makes Host optional (load balancer health checks often
+            # send none); the upstream gets its own name.
+            headers.setRawHeaders(b"host", [self._upstream.address.netloc.encode("idna")])
         body = None
         if _hasBody(request):
             request.content.seek(0)

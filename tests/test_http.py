@@ -147,13 +147,14 @@ def test_request_goes_upstream_with_target_method_and_host_intact() -> None:
         (b"OPTIONS * HTTP/1.1\r\nHost: app", b"200"),  # answered by twisted.web itself
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b", b"400"),
         (b"GET / HTTP/1.1", b"400"),
+        (b"GET / HTTP/1.0\r\nHost: a\r\nHost: b", b"400"),
     ],
 )
 def test_stproxy_is_never_an_open_proxy(request_line: bytes, status: bytes) -> None:
     """Absolute-form targets, tunnels and ambiguous hosts are refused and never forwarded."""
     proxy = Proxy()
     proxy.send(request_line + b"\r\n\r\n")
-    assert proxy.output().startswith(b"HTTP/1.1 " + status)
+    assert proxy.output().split(b" ", 2)[1] == status
     assert proxy.agent.requests == []
 
 
@@ -382,3 +383,12 @@ def test_shutdown_waits_for_a_request_whose_body_is_still_arriving() -> None:
     assert proxy.output().endswith(b"\r\n\r\nok")
     assert drained.called
     assert proxy.transport.disconnecting
+
+
+def test_an_http_1_0_request_without_host_goes_upstream_with_the_upstreams_name() -> None:
+    """HTTP/1.0 makes Host optional: health checkers (HAProxy's httpchk) send none."""
+    proxy = Proxy()
+    proxy.send(b"OPTIONS / HTTP/1.0\r\n\r\n")
+    [sent] = proxy.agent.requests
+    assert sent["headers"].getRawHeaders(b"host") == [b"127.0.0.1:8501"]
+    assert not sent["headers"].hasHeader(b"x-forwarded-host")
