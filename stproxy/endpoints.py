@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 
@@ -56,6 +57,21 @@ def _split(description: str) -> tuple[list[str], dict[str, str]]:
     args = [f[0] for f in fields if len(f) == 1]
     kwargs = {f[0]: f[1] for f in fields if len(f) == 2}
     return args, kwargs
+
+
+def listeningService(
+    endpoint: IStreamServerEndpoint, factory: Any, name: str
+) -> StreamServerEndpointService:
+    """
+    A service listening on C{endpoint} whose bind failure is raised from
+    C{privilegedStartService} at once, as C{twisted.application.strports.service}
+    arranges (with the same private flag), so a busy port stops start-up
+    instead of being logged while the process runs on without a listener.
+    """
+    service = StreamServerEndpointService(endpoint, factory)
+    service._raiseSynchronously = True
+    service.setName(name)
+    return service
 
 
 def checkPlainDescription(description: str) -> None:

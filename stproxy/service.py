@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from stproxy.admin import adminSite
 from stproxy.drain import Drain
+from stproxy.endpoints import listeningService
 from stproxy.health import HEALTH_PATH, HealthPoller
 from stproxy.http import ReverseProxyResource
 from stproxy.logs import loggerFor, publisherAt
@@ -140,10 +141,7 @@ class ProxyService(MultiService):
         self.adminEndpoint: AnnouncedEndpoint | None = None
         _UpstreamService(upstream).setServiceParent(self)
         for number, endpoint in enumerate(endpoints):
-            listener = StreamServerEndpointService(endpoint, site)
-            listener._raiseSynchronously = True
-            listener.setName(f"listener-{number}")
-            listener.setServiceParent(self)
+            listeningService(endpoint, site, f"listener-{number}").setServiceParent(self)
 
     @classmethod
     def fromOptions(cls, options: Options, reactor: Any) -> ProxyService:
@@ -212,12 +210,8 @@ class ProxyService(MultiService):
                 logObserver,
                 message="stproxy admin endpoint on {where} ({description})",
             )
-            listener = StreamServerEndpointService(
-                self.adminEndpoint, adminSite(metrics, self.ready, self._reactor)
-            )
-            listener._raiseSynchronously = True
-            listener.setName("admin")
-            listener.setServiceParent(self)
+            pages = adminSite(metrics, self.ready, self._reactor)
+            listeningService(self.adminEndpoint, pages, "admin").setServiceParent(self)
 
     def ready(self) -> bool:
         """Whether to take traffic: the upstream is healthy and the proxy is not stopping."""

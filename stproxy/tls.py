@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import ISSLTransport, IStreamServerEndpoint
@@ -32,6 +31,7 @@ from stproxy.endpoints import (
     checkPlainDescription,
     isSSLDescription,
     listenerEndpoint,
+    listeningService,
 )
 from stproxy.redirect import RedirectToHTTPS
 from stproxy.reload import DEFAULT_RELOAD_INTERVAL, TLSService
@@ -214,10 +214,7 @@ class TLSEdge:
             endpoint = announce(
                 serverFromString(reactor, self.redirect), f"{self.redirect}, redirecting to HTTPS"
             )
-            listener = StreamServerEndpointService(endpoint, redirectSite)
-            listener._raiseSynchronously = True
-            listener.setName("redirect-http")
-            services.append(listener)
+            services.append(listeningService(endpoint, redirectSite, "redirect-http"))
         insecure = upstream if self.upstreamInsecure else None
         services.append(
             TLSService(reactor, self.certificates, self.reloadInterval, logObserver, insecure)
