@@ -1,7 +1,8 @@
 """
 The demo app (``deploy/demo_app.py``) in real headless Chromium, through a real ``twistd stproxy``.
 
-The page is loaded from ``http://app.test:<port>/`` (Chromium maps ``app.test`` to 127.0.0.1):
+Every test runs twice: over HTTP, and over HTTPS/WSS with stproxy as the TLS edge.
+The page is loaded from ``http[s]://app.test:<port>/`` (Chromium maps ``app.test`` to 127.0.0.1):
 Streamlit's WebSocket Origin check exempts localhost and 127.0.0.1, so only a real-looking host
 name catches a proxy that rewrites ``Host``.
 
@@ -24,6 +25,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from certs import CertificateAuthority
 from harness import PROJECT_ROOT, ProxyProcess, StreamlitProcess, start_proxy, start_streamlit
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -56,7 +58,11 @@ CHROMIUM_FLAGS = (
 )
 
 _DIRECT = os.environ.get("STPROXY_BROWSER_DIRECT", "")
-TARGETS = {"1": ["direct"], "both": ["direct", "proxy"]}.get(_DIRECT, ["proxy"])
+#: ``proxy``: plain HTTP through stproxy; ``proxy-tls``: HTTPS and WSS through stproxy as the TLS
+#: edge (a test CA's certificate, accepted with --ignore-certificate-errors in the test browser).
+TARGETS = {"1": ["direct"], "both": ["direct", "proxy", "proxy-tls"]}.get(
+    _DIRECT, ["proxy", "proxy-tls"]
+)
 
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
@@ -70,13 +76,24 @@ pytestmark = pytest.mark.skipif(
 class Served:
     """What the browser talks to: Streamlit, and the proxy in front of it unless ``direct``."""
 
-    def __init__(self, target: str, streamlit: StreamlitProcess) -> None:
+    def __init__(self, target: str, streamlit: StreamlitProcess, workdir: Path) -> None:
         self.streamlit = streamlit
         self.proxy: ProxyProcess | None = None
+        upstream = ("--upstream", f"127.0.0.1:{streamlit.port}")
+        scheme = "http"
         if target == "proxy":
-            self.proxy = start_proxy("--upstream", f"127.0.0.1:{streamlit.port}")
+            self.proxy = start_proxy(*upstream)
+        elif target == "proxy-tls":
+            ca = CertificateAuthority.create(workdir / "ca")
+            server = ca.issue(workdir / "server", HOST, dns=[HOST], ips=["127.0.0.1"])
+            self.proxy = start_proxy(
+                "--listen", "ssl:0:interface=127.0.0.1",
+                "--tls-cert", str(server.cert_path), "--tls-key", str(server.key_path),
+                *upstream,
+            )  # fmt: skip
+            scheme = "https"
         port = self.proxy.port if self.proxy else streamlit.port
-        self.url = f"http://{HOST}:{port}/"
+        self.url = f"{scheme}://{HOST}:{port}/"
 
     def output(self) -> str:
         parts = [f"--- streamlit output (tail):\n{self.streamlit.output()[-4000:]}"]
@@ -157,11 +174,13 @@ class DemoPage:
         return int(match.group(1)) if match else None
 
 
-def _new_driver(profile: Path) -> WebDriver:
+def _new_driver(profile: Path, target: str) -> WebDriver:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    if target == "proxy-tls":
+        options.add_argument("--ignore-certificate-errors")  # the test CA, test browser only
     options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -186,8 +205,10 @@ def demo_streamlit() -> Iterator[StreamlitProcess]:
 
 
 @pytest.fixture(scope="module")
-def served(target: str, demo_streamlit: StreamlitProcess) -> Iterator[Served]:
-    result = Served(target, demo_streamlit)
+def served(
+    target: str, demo_streamlit: StreamlitProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    result = Served(target, demo_streamlit, tmp_path_factory.mktemp("served"))
     try:
         yield result
     finally:
@@ -195,8 +216,8 @@ def served(target: str, demo_streamlit: StreamlitProcess) -> Iterator[Served]:
 
 
 @pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    browser = _new_driver(tmp_path_factory.mktemp("chromium-profile"))
+def driver(target: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    browser = _new_driver(tmp_path_factory.mktemp("chromium-profile"), target)
     try:
         yield browser
     finally:
@@ -214,6 +235,7 @@ def page(driver: WebDriver, served: Served, tmp_path: Path) -> DemoPage:
 
 def test_the_app_renders_without_a_connection_error(page: DemoPage) -> None:
     """The page loads, its WebSocket connects and the script's output appears, with no error dialog."""
+    assert page.driver.current_url == page.served.url
     page.wait_for_text("Upload a file")
     page.assert_no_connection_error()
 
@@ -263,7 +285,7 @@ def test_the_page_recovers_after_streamlit_restarts(driver: WebDriver, target: s
     reconnects and Increment increments again (in a new session, so the count may have restarted).
     """
     streamlit = start_streamlit(DEMO_APP)
-    served = Served(target, streamlit)
+    served = Served(target, streamlit, tmp_path)
     try:
         page = DemoPage(driver, served, tmp_path).open()
         for expected in (1, 2):
