@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -42,8 +43,16 @@ def test_a_stale_dropin_cache_does_not_hide_the_plugin() -> None:
 
 def test_wheel_ships_the_dropin_without_claiming_the_twisted_namespace(tmp_path: Path) -> None:
     """twisted/plugins/stproxy_plugin.py is in the wheel; no twisted/__init__.py of ours is."""
+    # Built from a copy: setuptools builds in the source tree, and a build/ left there by an
+    # earlier build could put modules into this wheel that the sources no longer have.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".*cache"),
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
         timeout=300,
