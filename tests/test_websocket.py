@@ -398,6 +398,28 @@ class HandshakeTests(RelayTestCase):
         self.assertIn("refused", event["reason"])
 
     @defer.inlineCallbacks
+    def test_a_null_origin_is_left_for_streamlit_to_judge(self):
+        """
+        Autobahn refuses Origin: null by default (400); the proxy must not:
+        sandboxed pages send it, and Streamlit's own Origin check decides.
+        """
+        streamlit = fakeStreamlitFactory(allowNullOrigin=True)  # this fake Streamlit accepts it
+        port = self.startProxy(self.listenUpstream(streamlit))
+        raw = RawClient()
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            protocol.Factory.forProtocol(lambda: raw)
+        )
+        self.closeAtEnd(raw)
+        raw.transport.write(
+            upgradeRequest(port, b"Sec-WebSocket-Protocol: streamlit", b"Origin: null")
+        )
+        yield waitFor(lambda: b"\r\n\r\n" in raw.received, what="handshake answer")
+        self.assertEqual(raw.received.split(b"\r\n")[0], b"HTTP/1.1 101 Switching Protocols")
+        yield waitFor(lambda: streamlit.requests, what="upstream handshake")
+        self.assertIn(b"\r\nOrigin: null\r\n", streamlit.requests[0])
+        raw.transport.loseConnection()
+
+    @defer.inlineCallbacks
     def test_upstream_refusal_status_is_passed_on(self):
         """Streamlit's 403 (foreign Origin) reaches the browser as 403."""
         port = self.startProxy(self.listenUpstream(fakeStreamlitFactory(refuse=403)))
