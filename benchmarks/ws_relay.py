@@ -62,9 +62,7 @@ reactor.run()
 
 def spawn(script: str, *args: str) -> tuple[subprocess.Popen[bytes], int]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = subprocess.Popen(
-        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, env=env
-    )
+    child = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, env=env)
     assert child.stdout is not None
     return child, int(child.stdout.readline())
 

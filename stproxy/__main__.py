@@ -29,5 +29,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
 
+
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred, maybeDeferred
+
 from stproxy.tap import Options, makeService
 
 

@@ -167,17 +167,13 @@ def forwardingHeaders(headers: Headers, peer: Peer, trusted: TrustedProxies) -> 
     return result
 
 
-def requestHeadersForUpstream(
-    headers: Headers, peer: Peer, trusted: TrustedProxies
-) -> Headers:
+def requestHeadersForUpstream(headers: Headers, peer: Peer, trusted: TrustedProxies) -> Headers:
     """
     The headers to send upstream for a client request: end-to-end fields
     unchanged (the client's C{Host}, cookies and repeats included), framing
     left to the HTTP client, and this hop recorded in the forwarding headers.
     """
-    return forwardingHeaders(
-        withoutHopByHop(headers, FRAMING | CONSUMED_BY_PROXY), peer, trusted
-    )
+    return forwardingHeaders(withoutHopByHop(headers, FRAMING | CONSUMED_BY_PROXY), peer, trusted)
 
 
 def responseHeadersForClient(headers: Headers) -> Headers:

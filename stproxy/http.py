@@ -28,7 +28,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from stproxy.headers import Peer, TrustedProxies, requestHeadersForUpstream, responseHeadersForClient
+from stproxy.headers import (
+    Peer,
+    TrustedProxies,
+    requestHeadersForUpstream,
+    responseHeadersForClient,
+)
 from stproxy.logs import loggerFor
 from stproxy.metrics import Metrics
 from stproxy.upstream import ResponseTimeout, Upstream
@@ -119,9 +124,7 @@ class ReverseProxyResource(Resource):
                 detail=detail,
             )
             return errorPage(status, title, detail).render(request)
-        headers = requestHeadersForUpstream(
-            request.requestHeaders, peerOf(request), self._trusted
-        )
+        headers = requestHeadersForUpstream(request.requestHeaders, peerOf(request), self._trusted)
         if not headers.hasHeader(b"host"):
             # HTTP/1.0 makes Host optional (load balancer health checks often
             # send none); the upstream gets its own name.
@@ -165,9 +168,7 @@ class _Exchange(Protocol):
     def send(self, headers: Any, body: Any) -> None:
         request = self._request
         request.notifyFinish().addErrback(self._lostClient)
-        self._pending = pending = self._upstream.request(
-            request.method, request.uri, headers, body
-        )
+        self._pending = pending = self._upstream.request(request.method, request.uri, headers, body)
         pending.addCallbacks(self._gotResponse, self._failed)
         pending.addErrback(
             lambda failure: self._log.failure("Proxying {uri} failed", failure, uri=request.uri)
@@ -222,8 +223,7 @@ class _Exchange(Protocol):
         self._idle = None
         request = self._request
         self._log.warn(
-            "Closing {method} {uri}: nothing moved for {timeout} s"
-            " ({side})",
+            "Closing {method} {uri}: nothing moved for {timeout} s ({side})",
             method=request.method.decode("latin-1"),
             uri=request.uri.decode("latin-1"),
             timeout=self._upstream.timeouts.response,

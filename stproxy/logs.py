@@ -34,12 +34,12 @@ from typing import Any, TextIO
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    Logger,
+    formatEvent,
     globalLogBeginner,
     globalLogPublisher,
-    formatEvent,
     textFileLogObserver,
 )
 from zope.interface import implementer
@@ -103,7 +103,11 @@ class JSONLinesObserver:
         if failure is not None:
             record["traceback"] = redact(failure.getTraceback())
         for key, value in event.items():
-            if not key.startswith(("log_", "_")) and key not in record and key not in ("format", "message", "time", "system", "isError", "failure", "why"):
+            if (
+                not key.startswith(("log_", "_"))
+                and key not in record
+                and key not in ("format", "message", "time", "system", "isError", "failure", "why")
+            ):
                 record[key] = redact(value) if isinstance(value, str) else value
         self._stream.write(json.dumps(record, default=repr) + "\n")
         self._stream.flush()

@@ -341,4 +341,12 @@ def join(browser: RelayLeg, upstream: RelayLeg) -> None:
     browser.transport.registerProducer(upstream.valve, True)
 
 
-__all__ = ["RelayLeg", "Session", "ReadingValve", "ReactorTimer", "join", "UPSTREAM_LOST", "BROWSER_LOST"]
+__all__ = [
+    "RelayLeg",
+    "Session",
+    "ReadingValve",
+    "ReactorTimer",
+    "join",
+    "UPSTREAM_LOST",
+    "BROWSER_LOST",
+]

@@ -178,8 +178,11 @@ class ProxyService(MultiService):
         service.addOperations(
             metrics, options["health-interval"], options["admin"], log, options["health-path"]
         )
+
         # The TLS edge's own services: the --redirect-http listener, certificate reload.
-        announce = lambda endpoint, description: AnnouncedEndpoint(endpoint, description, log)
+        def announce(endpoint: IStreamServerEndpoint, description: str) -> AnnouncedEndpoint:
+            return AnnouncedEndpoint(endpoint, description, log)
+
         for child in tls.services(reactor, site, endpoints, announce, str(upstream.address), log):
             child.setServiceParent(service)
         return service

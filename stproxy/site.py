@@ -305,9 +305,6 @@ def buildSite(
     hsts: int | None = None,
 ) -> ProxySite:
     """Assemble the resource tree and the L{Site} around it."""
-    site = ProxySite(
-        ProxyRoot(http, webSocket), reactor, maxBodySize, accessLog, logObserver, hsts
-    )
+    site = ProxySite(ProxyRoot(http, webSocket), reactor, maxBodySize, accessLog, logObserver, hsts)
     site.displayTracebacks = False
     return site
-

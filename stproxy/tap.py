@@ -285,9 +285,7 @@ class Options(usage.Options):
         host, port = self["proxy-host"], self["proxy-port"]
         descriptions = list(self["listen"])
         if descriptions and (host is not None or port is not None):
-            raise usage.UsageError(
-                "give either --listen or --proxy-host/--proxy-port, not both"
-            )
+            raise usage.UsageError("give either --listen or --proxy-host/--proxy-port, not both")
         if not descriptions:
             host = host or self.environ.get("PROXY_HOST")
             port = port or self.environ.get("PROXY_PORT")

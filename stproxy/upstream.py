@@ -66,8 +66,7 @@ class UpstreamAddress:
             raise ValueError(f"invalid upstream {text!r}: {e}") from None
         if parts.scheme not in DEFAULT_PORTS:
             raise ValueError(
-                f"invalid upstream {text!r}: scheme must be http or https,"
-                f" not {parts.scheme!r}"
+                f"invalid upstream {text!r}: scheme must be http or https, not {parts.scheme!r}"
             )
         if not parts.hostname:
             raise ValueError(f"invalid upstream {text!r}: no host")

@@ -36,12 +36,12 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.ssl import Certificate as TwistedCertificate
 from twisted.internet.ssl import (
     CertificateOptions,
     platformTrust,
     trustRootFromCertificates,
 )
-from twisted.internet.ssl import Certificate as TwistedCertificate
 from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
@@ -240,5 +240,6 @@ def _identityProblem(cert: x509.Certificate, host: str, isIP: bool) -> str | Non
     except Exception as e:  # VerificationError, or CertificateError for no subjectAltName
         return f"certificate does not name {host} ({e})"
     return None
+
 
 __all__ = ["UnverifiedPolicy", "handshakenTLSEndpoint", "trustRootFromFile", "upstreamPolicy"]

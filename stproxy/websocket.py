@@ -24,8 +24,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.resource import WebSocketResource
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -34,13 +38,13 @@ from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 
-from stproxy.headers import Peer, TrustedProxies, forwardingHeaders, withoutHopByHop
 from stproxy.handshake import (
     OWN_HANDSHAKE_FIELDS,
     parseRequestHead,
     spliceHandshake,
     upstreamRequestHead,
 )
+from stproxy.headers import Peer, TrustedProxies, forwardingHeaders, withoutHopByHop
 from stproxy.logs import loggerFor
 from stproxy.metrics import DOWNSTREAM, UPSTREAM, Metrics
 from stproxy.relay import STATE_OPEN, UPSTREAM_LOST, ReactorTimer, RelayLeg, Session, join
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     from twisted.web.resource import IResource
 
     from stproxy.upstream import Upstream
+
 
 @dataclass(frozen=True)
 class WebSocketSettings:
