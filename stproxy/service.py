@@ -266,7 +266,7 @@ class ProxyService(MultiService):
 
     def _drain(self) -> Deferred[Any]:
         waits = []
-        drain = getattr(self.site, "drain", None)
+        drain = self.site.drain
         if drain is not None:
             waits.append(drain.drain(self.shutdownTimeout))
         if self.webSocket is not None:

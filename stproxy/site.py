@@ -48,7 +48,8 @@ class ProxyRequest(Request):
         self._refused = False
 
     def _limit(self) -> int:
-        return getattr(self.channel.site, "maxBodySize", 0) or 0
+        """The site's cap in bytes; 0 for none.  Only a L{ProxySite} makes these requests."""
+        return self.channel.site.maxBodySize
 
     def gotLength(self, length: int | None) -> None:
         limit = self._limit()
@@ -105,7 +106,7 @@ class ProxyRequest(Request):
         whatever headers the upstream sent.
         """
         if not self.startedWriting:
-            value = getattr(self.channel.site, "hstsHeader", None)
+            value = self.channel.site.hstsHeader
             if value is not None and self.isSecure():
                 self.responseHeaders.setRawHeaders(b"strict-transport-security", [value])
         super().write(data)
