@@ -9,7 +9,7 @@ hook, because Twisted discovers plugins by scanning ``sys.path`` directories
 and never sees packages that only a meta-path finder provides.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="stproxy",
@@ -20,7 +20,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     package_dir={"": "."},
-    packages=["stproxy", "twisted.plugins"],
+    packages=find_packages(include=["stproxy", "stproxy.*"]) + ["twisted.plugins"],
     install_requires=[
         "twisted>=26.10",
         "autobahn>=26.10",

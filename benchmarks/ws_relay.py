@@ -2,7 +2,7 @@
 How fast the WebSocket relay is, and what it costs in memory.
 
 Three processes on loopback: an echo server (the C{websockets} library, standing
-in for Streamlit's uvicorn), the relay (L{stproxy.websocket.webSocketResource}
+in for Streamlit's uvicorn), the relay (L{stproxy.websocket.resource.webSocketResource}
 on a twisted.web C{Site}, default reactor) and this script, a C{websockets}
 client.  Every row is measured twice, straight to the echo server and through
 the relay, so the client's own cost shows in the first column.
@@ -48,9 +48,11 @@ RELAY = r"""
 import sys
 from twisted.internet import reactor
 from twisted.web.server import Site
-from stproxy.headers import TrustedProxies
-from stproxy.upstream import Upstream, UpstreamAddress
-from stproxy.websocket import WebSocketSettings, webSocketResource
+from stproxy.http.headers import TrustedProxies
+from stproxy.config import WebSocketSettings
+from stproxy.upstream.address import UpstreamAddress
+from stproxy.upstream.client import Upstream
+from stproxy.websocket.resource import webSocketResource
 
 upstream = Upstream(reactor, UpstreamAddress("http", "127.0.0.1", int(sys.argv[1])))
 resource = webSocketResource(upstream, WebSocketSettings(), TrustedProxies())

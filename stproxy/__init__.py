@@ -3,26 +3,47 @@ stproxy: a reverse proxy and TLS edge for Streamlit, built on Twisted.
 
 How a request flows::
 
-    browser --HTTP/WS--> listening endpoints (tcp:, ssl:, unix:)      service.py, endpoints.py
-                            |                                         (ssl: via tls.py, certificates.py)
+    browser --HTTP/WS--> listeners (tcp:, ssl:, unix:)               edge/listeners, edge/endpoints
+                            |                                        (ssl: certificates: edge/certificates)
                             v
-                  twisted.web Site (ProxySite) -- ProxyRoot            site.py
-                     |-- Upgrade: websocket --> Autobahn relay         websocket.py, relay.py
-                     |        browser leg <--relay--> upstream leg --> Streamlit /_stcore/stream
-                     |                        (handshake text: handshake.py)
-                     `-- anything else -------> ReverseProxyResource   http.py
-                              --Agent on a persistent pool-->          upstream.py (upstreamtls.py)
+                  twisted.web Site (ProxySite) -- ProxyRoot           http/site, http/request, http/root
+                     |-- Upgrade: websocket --> Autobahn relay        websocket/resource
+                     |        browser leg <--relay--> upstream leg    websocket/browser, websocket/upstream,
+                     |                                    |           websocket/relay, websocket/sessions
+                     |                                    `--> Streamlit /_stcore/stream
+                     `-- anything else -------> ReverseProxyResource  http/forward, http/exchange
+                              --Agent on a persistent pool-->         upstream/client (upstream/tls)
                               Streamlit
 
-Around it:
+How a proxy comes to be::
 
-- C{headers.py}: which headers cross, and how C{X-Forwarded-*} are set;
-- C{tap.py}: the options, and C{makeService}, the one place a proxy is assembled;
-- C{drain.py}, C{health.py}, C{metrics.py}, C{admin.py}: graceful shutdown,
-  upstream health, Prometheus metrics and the admin listener;
-- C{reload.py}, C{redirect.py}: certificate reload, HTTP-to-HTTPS redirects;
-- C{logs.py}: log level, JSON lines and redaction;
-- C{api.py}: L{StreamlitProxy} for asyncio programs; C{__main__.py}: C{python -m stproxy}.
+    command line --Options--> Config ---------assemble---------> ProxyService tree
+                   tap.py     config.py       assembly.py         service.py
+                   (parsers: parse.py, parsetls.py)
+
+The top level:
+
+- C{config}: the frozen, typed configuration, and C{ConfigError};
+- C{parse}, C{parsetls}: command-line text into configuration, with the
+  one-line error messages;
+- C{tap}: the options and C{makeService} (the twistd plugin);
+- C{assembly}: C{assemble(config, reactor)}, the only place parts are wired;
+- C{service}: the root service and its graceful stop;
+- C{api}: L{StreamlitProxy} for asyncio programs; C{__main__}: C{python -m stproxy};
+- C{testing}: fakes for tests and embedding programs;
+- C{_twisted}, C{_autobahn}: every private API of Twisted and of Autobahn
+  stproxy relies on, each behind one adapter, pinned by tests.
+
+The packages, each with a docstring of its own:
+
+- C{edge}: listeners, C{ssl:} descriptions, certificates and their reload,
+  the HTTPS redirect, client certificates;
+- C{http}: the site, the request policy, routing, forwarding, the streamed
+  exchange, headers, per-request accounting;
+- C{websocket}: the WebSocket relay through Autobahn;
+- C{upstream}: where requests go (today one address) and the client that
+  reaches it;
+- C{ops}: drain, health, metrics, admin, logs, signals.
 """
 
 from stproxy.api import StreamlitProxy

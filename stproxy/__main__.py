@@ -19,9 +19,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from twisted.internet import reactor
 
-    from stproxy.logs import startLogging
+    from stproxy.ops.logs import startLogging
 
-    startLogging(options["log-level"], format=options["log-format"])
+    logging = options.config.logging
+    startLogging(logging.level, format=logging.format)
     service = makeService(options, reactor)
 
     service.privilegedStartService()  # binds now: a busy port ends here, in one line

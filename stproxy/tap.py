@@ -1,85 +1,27 @@
 """
-Command-line options and the one function that assembles a proxy from them.
+The command line, and C{makeService}: what the twistd plugin calls.
 
-The twistd plugin, C{python -m stproxy} and L{stproxy.api.StreamlitProxy} all
-parse an L{Options} and hand it to L{makeService}; nothing else builds a proxy.
+L{Options} parses the flags (and the seed proxy's environment variables) into
+L{Options.config}, a L{stproxy.config.Config}; L{makeService} hands that to
+L{stproxy.assembly.assemble}, the one place a proxy is wired.  The twistd
+plugin, C{python -m stproxy} and L{stproxy.api.StreamlitProxy} all go
+through here.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import sys
-from typing import Any, Mapping, NoReturn
+from typing import Mapping, NoReturn, Sequence
 
 from twisted.application.service import IService
-from twisted.logger import LogLevel
 from twisted.python import usage
 
-from stproxy.endpoints import checkPlainDescription, isSSLDescription
-from stproxy.headers import TrustedProxies
-from stproxy.tls import TLSEdge
-from stproxy.upstream import Timeouts, UpstreamAddress
-from stproxy.websocket import WebSocketSettings
-
-DEFAULT_UPSTREAM_HOST = "localhost"
-DEFAULT_UPSTREAM_PORT = 8501
-DEFAULT_LISTEN_PORT = 8500
-DEFAULT_LISTEN_HOST = "0.0.0.0"
-#: Streamlit's own server.maxUploadSize (200 MiB) plus room for multipart framing.
-DEFAULT_MAX_BODY_SIZE = 201 * 1024 * 1024
-
-LOG_LEVELS = {
-    "DEBUG": LogLevel.debug,
-    "INFO": LogLevel.info,
-    "WARNING": LogLevel.warn,
-    "ERROR": LogLevel.error,
-}
-
-_SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-
-#: A path stproxy can put on a request line as it is.
-_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
-
-#: ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
-_DIGITS = re.compile(r"[0-9]+")
-
-
-def _positiveSeconds(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError("must be a positive number of seconds")
-    return value
-
-
-def _nonNegativeSeconds(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError("must be 0 (off) or a positive number of seconds")
-    return value
-
-
-def parseSize(text: str) -> int:
-    """Parse a byte count such as C{1048576}, C{512K}, C{200M} or C{1G}."""
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    suffix = text[-1:] if text[-1:] in _SIZE_SUFFIXES else ""
-    number = text[: len(text) - len(suffix)]
-    if not _DIGITS.fullmatch(number):
-        raise ValueError(f"{text!r} is not a size (use e.g. 1048576, 512K, 200M)")
-    return int(number) * _SIZE_SUFFIXES[suffix]
-
-
-def _port(text: str, flag: str, allowZero: bool = False) -> int:
-    low = 0 if allowZero else 1
-    if not _DIGITS.fullmatch(text) or not low <= int(text) <= 65535:
-        raise usage.UsageError(f"{flag} {text}: must be a port number {low}-65535")
-    return int(text)
-
-
-def _escapeEndpoint(text: str) -> str:
-    """Escape C{:} and C{\\} so a host (an IPv6 literal, say) fits in an endpoint string."""
-    return text.replace("\\", "\\\\").replace(":", "\\:")
+from stproxy import parse
+from stproxy.assembly import assemble
+from stproxy.config import Config, ConfigError, Timeouts
+from stproxy.parse import DEFAULT_UPSTREAM_HOST, DEFAULT_UPSTREAM_PORT
+from stproxy.parsetls import TLSFlags, tlsSettings
 
 
 class Options(usage.Options):
@@ -135,7 +77,7 @@ class Options(usage.Options):
         ["streamlit-port", None, None, "Seed-compatible: upstream port [$STREAMLIT_PORT]"],
         ["proxy-host", None, None, "Seed-compatible: address to listen on [$PROXY_HOST]"],
         ["proxy-port", None, None, "Seed-compatible: port to listen on [$PROXY_PORT]"],
-        # Operations (stproxy.admin, stproxy.drain, stproxy.health): see the README, "Operations".
+        # Operations (stproxy.ops.admin, stproxy.ops.drain, stproxy.ops.health): see the README, "Operations".
         [
             "shutdown-timeout",
             None,
@@ -162,7 +104,7 @@ class Options(usage.Options):
             "The upstream path /readyz checks; with server.baseUrlPath=app, /app/_stcore/health",
         ],
         ["log-format", None, "text", "text or json (stproxy's own events as JSON lines on stdout)"],
-        # TLS edge (stproxy.tls): defaults for ssl: listeners, redirect, HSTS, upstream TLS.
+        # TLS edge (stproxy.edge, stproxy.parsetls): ssl: listeners, redirect, HSTS, upstream TLS.
         ["tls-cert", None, None, "Certificate PEM (full chain) for ssl: listeners naming none"],
         ["tls-key", None, None, "Private key PEM for ssl: listeners naming none"],
         ["tls-ca", None, None, "More chain certificates (PEM) sent after the certificate"],
@@ -195,6 +137,9 @@ class Options(usage.Options):
         ],
     ]
 
+    #: The parsed configuration, once L{parseOptions} has succeeded.
+    config: Config
+
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.environ = os.environ if environ is None else environ
@@ -222,7 +167,7 @@ class Options(usage.Options):
     #: want the L{usage.UsageError} instead set this to C{False}.
     exitOnError = True
 
-    def parseOptions(self, options: Any = None) -> None:
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -235,127 +180,73 @@ class Options(usage.Options):
         raise SystemExit(2)
 
     def postOptions(self) -> None:
-        self["upstream"] = self._upstream()
-        self["listen"] = self._listen()
-        level = str(self["log-level"]).upper()
-        if level not in LOG_LEVELS:
-            raise usage.UsageError(
-                f"--log-level {self['log-level']}: choose from {', '.join(LOG_LEVELS)}"
-            )
-        self["log-level"] = LOG_LEVELS[level]
-        self["timeouts"] = Timeouts(
-            connect=self._number("connect-timeout", _positiveSeconds),
-            response=self._number("upstream-timeout", _positiveSeconds),
-        )
-        self["max-body-size"] = self._number("max-body-size", parseSize)
-        self._checkAccessLog()
         try:
-            self["trust-forwarded"] = TrustedProxies(self["trust-forwarded"])
-        except ValueError as e:
-            raise usage.UsageError(f"--trust-forwarded: {e}") from None
-        self["websocket"] = self._webSocketSettings()
-        self._operations()
-        self["tls"] = self._tlsEdge()
-
-    def _number(self, name: str, parse: Any) -> Any:
-        try:
-            return parse(str(self[name]))
-        except ValueError as e:
-            raise usage.UsageError(f"--{name} {self[name]}: {e}") from None
-
-    def _upstream(self) -> UpstreamAddress:
-        host, port = self["streamlit-host"], self["streamlit-port"]
-        if self["upstream"] is not None:
-            if host is not None or port is not None:
-                raise usage.UsageError(
-                    "give either --upstream or --streamlit-host/--streamlit-port, not both"
-                )
-            text = self["upstream"]
-        else:
-            host = host or self.environ.get("STREAMLIT_HOST") or DEFAULT_UPSTREAM_HOST
-            port = port or self.environ.get("STREAMLIT_PORT") or str(DEFAULT_UPSTREAM_PORT)
-            _port(port, "--streamlit-port")
-            text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        try:
-            return UpstreamAddress.parse(text)
-        except ValueError as e:
-            raise usage.UsageError(f"--upstream: {e}") from None
-
-    def _listen(self) -> list[str]:
-        host, port = self["proxy-host"], self["proxy-port"]
-        descriptions = list(self["listen"])
-        if descriptions and (host is not None or port is not None):
-            raise usage.UsageError("give either --listen or --proxy-host/--proxy-port, not both")
-        if not descriptions:
-            host = host or self.environ.get("PROXY_HOST")
-            port = port or self.environ.get("PROXY_PORT")
-            if host is None and port is None:
-                descriptions = [f"tcp:{DEFAULT_LISTEN_PORT}"]
-            else:
-                port = _port(port or str(DEFAULT_LISTEN_PORT), "--proxy-port", allowZero=True)
-                interface = _escapeEndpoint(host or DEFAULT_LISTEN_HOST)
-                descriptions = [f"tcp:{port}:interface={interface}"]
-        for description in descriptions:
-            if isSSLDescription(description):
-                continue  # stproxy's own TLS listener: checked by _tlsEdge
-            try:
-                checkPlainDescription(description)
-            except ValueError as e:
-                raise usage.UsageError(f"--listen {description}: {e}") from None
-        return descriptions
-
-    def _checkAccessLog(self) -> None:
-        """An access log that cannot be written must stop start-up now, in one line."""
-        path = self["access-log"]
-        if path is None or path == "-":
-            return
-        target = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
-        if not os.access(target, os.W_OK):
-            problem = "not writable" if os.path.exists(target) else "no such directory"
-            raise usage.UsageError(f"--access-log {path}: {problem}")
-
-    def _tlsEdge(self) -> TLSEdge:
-        """TLS listeners, their certificates (loaded and checked now) and the TLS flags."""
-        try:
-            return TLSEdge.fromOptions(self)
-        except ValueError as e:
+            self.config = self._config()
+        except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
-    def _operations(self) -> None:
-        """Check the shutdown, admin, health and log format options."""
-        self["shutdown-timeout"] = self._number("shutdown-timeout", _nonNegativeSeconds)
-        self["health-interval"] = self._number("health-interval", _positiveSeconds)
-        path = str(self["health-path"])
-        if not path.startswith("/") or not _VISIBLE_ASCII.fullmatch(path):
-            raise usage.UsageError(f"--health-path {path}: must be a path such as /_stcore/health")
-        self["health-path"] = path.encode("ascii")
-        logFormat = str(self["log-format"]).lower()
-        if logFormat not in ("text", "json"):
-            raise usage.UsageError(f"--log-format {self['log-format']}: choose text or json")
-        self["log-format"] = logFormat
-        if self["admin"] is not None:
-            try:
-                checkPlainDescription(self["admin"])
-            except ValueError as e:
-                raise usage.UsageError(f"--admin {self['admin']}: {e}") from None
+    def _config(self) -> Config:
+        """Every flag through its parser (L{stproxy.parse}) into one L{Config}."""
+        upstream = parse.upstream(
+            self["upstream"], self["streamlit-host"], self["streamlit-port"], self.environ
+        )
+        listen = parse.listeners(
+            self["listen"], self["proxy-host"], self["proxy-port"], self.environ
+        )
+        logging = parse.logSettings(self["log-level"], self["log-format"], self["access-log"])
+        timeouts = Timeouts(
+            connect=parse.flag("connect-timeout", self["connect-timeout"], parse.positiveSeconds),
+            response=parse.flag(
+                "upstream-timeout", self["upstream-timeout"], parse.positiveSeconds
+            ),
+        )
+        return Config(
+            upstream=upstream,
+            listen=listen,
+            timeouts=timeouts,
+            maxBodySize=parse.flag("max-body-size", self["max-body-size"], parse.parseSize),
+            trusted=parse.trustedProxies(self["trust-forwarded"]),
+            websocket=parse.webSocketSettings(
+                self["ws-ping-interval"],
+                self["ws-ping-timeout"],
+                self["ws-compression"],
+                self["ws-max-message-size"],
+            ),
+            operations=parse.operations(
+                self["shutdown-timeout"],
+                self["admin"],
+                self["health-interval"],
+                self["health-path"],
+            ),
+            logging=logging,
+            tls=tlsSettings(self._tlsFlags(), listen, upstream),
+        )
 
-    def _webSocketSettings(self) -> WebSocketSettings:
-        compression = str(self["ws-compression"]).lower()
-        if compression not in ("on", "off"):
-            raise usage.UsageError(f"--ws-compression {compression}: choose on or off")
-        return WebSocketSettings(
-            pingInterval=self._number("ws-ping-interval", _nonNegativeSeconds),
-            pingTimeout=self._number("ws-ping-timeout", _positiveSeconds),
-            compression=compression == "on",
-            maxMessageSize=self._number("ws-max-message-size", parseSize),
+    def _tlsFlags(self) -> TLSFlags:
+        return TLSFlags(
+            cert=self["tls-cert"],
+            key=self["tls-key"],
+            ca=self["tls-ca"],
+            clientCA=self["tls-client-ca"],
+            minVersion=str(self["tls-min-version"] or "1.2"),
+            reloadInterval=str(self["tls-reload-interval"]),
+            redirectHTTP=self["redirect-http"],
+            redirectPort=self["redirect-port"],
+            acmeWebroot=self["acme-webroot"],
+            hsts=self["hsts"],
+            upstreamCA=self["upstream-ca"],
+            upstreamInsecure=bool(self["upstream-insecure"]),
         )
 
 
-def makeService(options: Options, reactor: Any = None) -> IService:
+def makeService(options: Options, reactor: object = None) -> IService:
     """
-    Build the whole proxy as a service: one listener per C{--listen}, the
-    upstream connection pool, logging, ready to start under any Twisted
-    application.
+    Build the whole proxy as a service, ready to start under any Twisted
+    application (L{stproxy.assembly.assemble}).
+
+    Options that exit on error come from a command line (twistd, C{python -m},
+    a .tac): that process is stproxy's, so the service owns its signals and
+    exit status.  L{stproxy.api.StreamlitProxy}'s options do not.
 
     @param reactor: the reactor to run on; the global one when C{None}.
     """
@@ -363,10 +254,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    from stproxy.service import ProxyService
+    return assemble(options.config, reactor, ownsProcess=options.exitOnError)
 
-    service = ProxyService.fromOptions(options, reactor)
-    # Options that exit on error come from a command line (twistd, python -m,
-    # a .tac): that process is stproxy's.  StreamlitProxy's options do not.
-    service.ownsProcess = options.exitOnError
-    return service
+
+__all__ = ["Options", "makeService"]

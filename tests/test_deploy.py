@@ -850,12 +850,12 @@ def test_command_line_is_accepted(where: str, tmp_path: Path) -> None:
     """stproxy's own parser accepts each command line, with the upstream each deploy intends."""
     args, env = next((a, e) for w, a, e in command_lines() if w == where)
     options = parse_with_stproxy(args, env, tmp_path)
-    upstream = options["upstream"]
+    upstream = options.config.upstream
     expected = ("127.0.0.1", 8501) if where.startswith("stproxy.") else ("streamlit", 8501)
     assert (upstream.host, upstream.port) == expected
-    assert options["admin"] is not None and endpoint_port(options["admin"]) == 9100
+    assert options.config.operations.admin is not None and endpoint_port(options.config.operations.admin) == 9100
     if where.startswith("stproxy."):
-        assert "interface=127.0.0.1" in options["admin"], "a host's admin listener stays on loopback"
+        assert "interface=127.0.0.1" in options.config.operations.admin, "a host's admin listener stays on loopback"
 
 
 # ----------------------------------------------------------------------------------- Dockerfile

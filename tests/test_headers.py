@@ -1,4 +1,4 @@
-"""Which headers cross the proxy, and how this hop is recorded (stproxy.headers)."""
+"""Which headers cross the proxy, and how this hop is recorded (stproxy.http.headers)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.web.http_headers import Headers
 
-from stproxy.headers import (
+from stproxy.http.headers import (
     HOP_BY_HOP,
     Peer,
     TrustedProxies,

@@ -1,5 +1,5 @@
 """
-The HTTP leg (stproxy.http and stproxy.site) against a fake upstream agent,
+The HTTP leg (stproxy.http.forward and stproxy.http.site) against a fake upstream agent,
 with raw HTTP bytes in and out of a StringTransport: refusals, errors,
 cancellation and backpressure, which real sockets reach only slowly or not at all.
 """
@@ -22,12 +22,15 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IResponse
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from stproxy.drain import Drain
-from stproxy.headers import TrustedProxies
-from stproxy.http import ReverseProxyResource
-from stproxy.metrics import Metrics
-from stproxy.site import buildSite
-from stproxy.upstream import Timeouts, Upstream, UpstreamAddress
+from stproxy.http.accesslog import Accounting
+from stproxy.ops.drain import Drain
+from stproxy.http.headers import TrustedProxies
+from stproxy.http.forward import ReverseProxyResource
+from stproxy.ops.metrics import Metrics
+from stproxy.http.site import buildSite
+from stproxy.config import Timeouts
+from stproxy.upstream.address import UpstreamAddress
+from stproxy.upstream.client import Upstream
 
 UPSTREAM = UpstreamAddress("http", "127.0.0.1", 8501)
 
@@ -110,7 +113,7 @@ class Proxy:
         self.drain = None
         if metrics is not None:
             self.drain = Drain(self.clock, metrics, None)
-            self.site.instrument(self.drain, metrics)
+            self.site.instrument(self.drain, Accounting(self.clock, metrics, None))
         peer = IPv4Address("TCP", "192.0.2.7", 40000)
         self.protocol = self.site.buildProtocol(peer)
         self.transport = StringTransport(peerAddress=peer)

@@ -459,8 +459,8 @@ class _FakeUpstream:
 
 def test_health_poller_turns_unhealthy_on_a_failed_or_hanging_check() -> None:
     """A 200 makes the upstream healthy; a 503 or a check with no answer within the interval does not."""
-    from stproxy.health import HealthPoller
-    from stproxy.metrics import Metrics
+    from stproxy.ops.health import HealthPoller
+    from stproxy.ops.metrics import Metrics
 
     clock = Clock()
     upstream = _FakeUpstream(clock)
@@ -486,8 +486,8 @@ def test_health_poller_turns_unhealthy_on_a_failed_or_hanging_check() -> None:
 
 def test_health_poller_asks_for_the_configured_path() -> None:
     """The default is Streamlit's own; --health-path serves a Streamlit under a baseUrlPath."""
-    from stproxy.health import HealthPoller
-    from stproxy.metrics import Metrics
+    from stproxy.ops.health import HealthPoller
+    from stproxy.ops.metrics import Metrics
 
     for path in (None, b"/app/_stcore/health"):
         clock = Clock()
@@ -502,8 +502,8 @@ def test_health_poller_asks_for_the_configured_path() -> None:
 
 def test_drain_waits_for_requests_and_aborts_them_at_the_timeout() -> None:
     """Draining fires once in-flight requests end, or aborts their connections at the deadline."""
-    from stproxy.drain import Drain
-    from stproxy.metrics import Metrics
+    from stproxy.ops.drain import Drain
+    from stproxy.ops.metrics import Metrics
 
     class Transport:
         lost = aborted = False
@@ -558,7 +558,7 @@ def test_drain_waits_for_requests_and_aborts_them_at_the_timeout() -> None:
     ],
 )
 def test_redact_removes_credentials_in_every_shape_they_are_printed(text: str, secret: str) -> None:
-    from stproxy.logs import redact
+    from stproxy.ops.logs import redact
 
     assert secret not in redact(text)
     assert "[redacted]" in redact(text)
@@ -569,7 +569,7 @@ def test_events_with_secrets_in_non_text_fields_are_rendered_redacted() -> None:
     from twisted.logger import formatEvent
     from twisted.web.http_headers import Headers
 
-    from stproxy.logs import _Redacting
+    from stproxy.ops.logs import _Redacting
 
     seen: list[dict[str, Any]] = []
     _Redacting(seen.append)(

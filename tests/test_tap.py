@@ -9,9 +9,10 @@ from twisted.logger import LogLevel
 from twisted.python import usage
 
 from stproxy.service import ProxyService
-from stproxy.site import ProxySite
-from stproxy.tap import Options, makeService, parseSize
-from stproxy.upstream import UpstreamAddress
+from stproxy.http.site import ProxySite
+from stproxy.parse import parseSize
+from stproxy.tap import Options, makeService
+from stproxy.upstream.address import UpstreamAddress
 
 
 def parse(*argv: str, environ: dict[str, str] | None = None) -> Options:
@@ -24,9 +25,9 @@ def parse(*argv: str, environ: dict[str, str] | None = None) -> Options:
 def test_defaults_match_the_seed_proxy() -> None:
     """Streamlit on localhost:8501, the proxy on port 8500, INFO logging."""
     options = parse()
-    assert options["upstream"] == UpstreamAddress("http", "localhost", 8501)
-    assert options["listen"] == ["tcp:8500"]
-    assert options["log-level"] == LogLevel.info
+    assert options.config.upstream == UpstreamAddress("http", "localhost", 8501)
+    assert options.config.listen == ("tcp:8500",)
+    assert options.config.logging.level == LogLevel.info
 
 
 @pytest.mark.parametrize(
@@ -39,30 +40,30 @@ def test_defaults_match_the_seed_proxy() -> None:
     ],
 )
 def test_upstream_forms(text: str, expected: UpstreamAddress) -> None:
-    assert parse("--upstream", text)["upstream"] == expected
+    assert parse("--upstream", text).config.upstream == expected
 
 
 def test_listen_is_repeatable() -> None:
     options = parse("--listen", "tcp:8500", "--listen", "tcp:8600:interface=127.0.0.1")
-    assert options["listen"] == ["tcp:8500", "tcp:8600:interface=127.0.0.1"]
+    assert options.config.listen == ("tcp:8500", "tcp:8600:interface=127.0.0.1")
 
 
 def test_seed_flags_build_upstream_and_listener() -> None:
     options = parse(
         "--streamlit-host", "st", "--streamlit-port", "9501", "--proxy-host", "127.0.0.1", "--proxy-port", "9500"
     )
-    assert options["upstream"] == UpstreamAddress("http", "st", 9501)
-    assert options["listen"] == ["tcp:9500:interface=127.0.0.1"]
+    assert options.config.upstream == UpstreamAddress("http", "st", 9501)
+    assert options.config.listen == ("tcp:9500:interface=127.0.0.1",)
 
 
 def test_environment_gives_defaults_and_flags_win() -> None:
     environ = {"STREAMLIT_HOST": "envhost", "STREAMLIT_PORT": "7000", "PROXY_HOST": "::1", "PROXY_PORT": "7001"}
     options = parse(environ=environ)
-    assert options["upstream"] == UpstreamAddress("http", "envhost", 7000)
-    assert options["listen"] == ["tcp:7001:interface=\\:\\:1"]
+    assert options.config.upstream == UpstreamAddress("http", "envhost", 7000)
+    assert options.config.listen == ("tcp:7001:interface=\\:\\:1",)
     options = parse("--streamlit-port", "7100", "--proxy-port", "7101", environ=environ)
-    assert options["upstream"] == UpstreamAddress("http", "envhost", 7100)
-    assert options["listen"] == ["tcp:7101:interface=\\:\\:1"]
+    assert options.config.upstream == UpstreamAddress("http", "envhost", 7100)
+    assert options.config.listen == ("tcp:7101:interface=\\:\\:1",)
 
 
 @pytest.mark.parametrize(

@@ -44,16 +44,17 @@ from twisted.internet.interfaces import ISSLTransport
 
 from certs import CertificateAuthority, Issued
 from harness import HERE, ProcessOutput, ProxyProcess, StreamlitProcess, run_proxy, start_proxy, wait_until
-from stproxy.certificates import (
+from stproxy.edge.certificates import (
     CertificateError,
     ServerCertificate,
     ServerTLSFiles,
     loadServerCertificate,
 )
-from stproxy.endpoints import SSLDescription, isSSLDescription
-from stproxy.redirect import httpsLocation
+from stproxy.edge.endpoints import SSLDescription, isSSLDescription
+from stproxy.edge.redirect import httpsLocation
 from stproxy.tap import Options
-from stproxy.tls import TLSService, clientCertificateSubject
+from stproxy.edge.clientcert import clientCertificateSubject
+from stproxy.edge.reload import TLSService
 
 PYTHON_M_STPROXY = [sys.executable, "-m", "stproxy"]
 OPENSSL = shutil.which("openssl")
@@ -495,12 +496,12 @@ def test_tls_options_build_the_edge(pki: PKI) -> None:
         "--hsts", "600", "--tls-client-ca", pki.ca, "--tls-min-version", "1.3",
         "--upstream", "https://streamlit.internal:8501", "--upstream-ca", pki.ca,
     )  # fmt: skip
-    edge = options["tls"]
-    assert list(edge.certificates) == ["ssl:0"]
-    assert edge.certificates["ssl:0"].files.minVersion == "1.3"
-    assert edge.certificates["ssl:0"].files.clientCA == pki.ca
+    edge = options.config.tls
+    assert list(edge.listeners) == ["ssl:0"]
+    assert edge.listeners["ssl:0"].minVersion == "1.3"
+    assert edge.listeners["ssl:0"].clientCA == pki.ca
     assert (edge.hsts, edge.redirect, edge.upstreamCA) == (600, "tcp:0", pki.ca)
-    assert options["listen"] == ["ssl:0", "tcp:0"]
+    assert options.config.listen == ("ssl:0", "tcp:0")
 
 
 @pytest.mark.parametrize(
@@ -562,7 +563,7 @@ def test_make_service_builds_tls_listeners_with_stproxys_own_context(pki: PKI, t
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet.testing import MemoryReactorClock
 
-    from stproxy.reload import TLSService as ReloadService
+    from stproxy.edge.reload import TLSService as ReloadService
     from stproxy.tap import makeService
 
     reactor = MemoryReactorClock()
@@ -573,12 +574,13 @@ def test_make_service_builds_tls_listeners_with_stproxys_own_context(pki: PKI, t
     service = makeService(options, reactor)
     listeners = {s.name: s for s in service if isinstance(s, StreamServerEndpointService)}
     assert {"listener-0", "listener-1", "redirect-http"} <= set(listeners)
-    assert service.site.hstsHeader == b"max-age=60"
+    assert listeners["listener-0"].factory.hstsHeader == b"max-age=60"
     assert any(isinstance(s, ReloadService) for s in service)
     service.privilegedStartService()
     try:
         [(port, _, contextFactory, backlog, interface)] = reactor.sslServers
-        assert contextFactory is options["tls"].certificates[options["listen"][0]]
+        assert isinstance(contextFactory, ServerCertificate)
+        assert contextFactory.files == options.config.tls.listeners[options.config.listen[0]]
         assert (port, backlog, interface) == (0, 7, "127.0.0.1")
         assert len(reactor.tcpServers) == 2  # the plain listener and the redirect
     finally:
@@ -610,7 +612,7 @@ def test_redirect_listener_answers_acme_challenges_from_the_webroot(tmp_path: Pa
     """With --acme-webroot, certbot's HTTP-01 token files are served; nothing else from disk."""
     from twisted.web.test.requesthelper import DummyRequest
 
-    from stproxy.redirect import RedirectToHTTPS
+    from stproxy.edge.redirect import RedirectToHTTPS
 
     challenges = tmp_path / ".well-known" / "acme-challenge"
     challenges.mkdir(parents=True)
@@ -663,7 +665,7 @@ class _FakeTLSTransport:
 def _handshaken():
     from twisted.internet.protocol import Protocol
 
-    from stproxy.upstreamtls import _HandshakenEndpoint
+    from stproxy.upstream.tls import _HandshakenEndpoint
 
     fake = _FakeTLSEndpoint()
     made = []

@@ -1,5 +1,5 @@
 """
-Tests for L{stproxy.websocket} and L{stproxy.relay}: the WebSocket relay.
+Tests for L{stproxy.websocket.resource} and L{stproxy.websocket.relay}: the WebSocket relay.
 
 End to end on real loopback sockets, in this process: a browser-like client
 (Autobahn, or raw bytes where the handshake itself is under test) talks to a
@@ -48,11 +48,15 @@ from streamlit.proto.ClientState_pb2 import ClientState
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from harness import APPS, start_proxy, start_streamlit
-from stproxy.headers import TrustedProxies
-from stproxy.relay import ReactorTimer
-from stproxy.upstream import Timeouts, Upstream, UpstreamAddress
-from stproxy.handshake import parseRequestHead, spliceHandshake, upstreamRequestHead
-from stproxy.websocket import BrowserFactory, WebSocketSettings, webSocketResource
+from stproxy.http.headers import TrustedProxies
+from stproxy._autobahn import ReactorTimer
+from stproxy.config import Timeouts
+from stproxy.upstream.address import UpstreamAddress
+from stproxy.upstream.client import Upstream
+from stproxy.websocket.handshake import parseRequestHead, spliceHandshake, upstreamRequestHead
+from stproxy.config import WebSocketSettings
+from stproxy.websocket.browser import BrowserFactory
+from stproxy.websocket.resource import webSocketResource
 
 PROTOCOLS = ["streamlit", "xsrf-token", "session-id"]
 STREAM = "/_stcore/stream"
@@ -294,7 +298,7 @@ class RelayTestCase(TestCase):
         return factory, self.listenUpstream(factory)
 
     def noLegsLeft(self):
-        return waitFor(lambda: not self.relay.legs, what="every relayed connection closed")
+        return waitFor(lambda: not self.relay.sessions.legs, what="every relayed connection closed")
 
     def closeAtEnd(self, *protocols):
         def close():
@@ -689,7 +693,7 @@ class LifetimeTests(RelayTestCase):
         done = self.resource.closeAll()
         self.assertEqual((yield browser.factory.lost)[1], 1001)
         yield done
-        self.assertEqual(self.relay.legs, set())
+        self.assertEqual(self.relay.sessions.legs, set())
         yield waitFor(lambda: server.closed, what="upstream closed")
         self.assertEqual(server.closed[1], 1001)
 
@@ -723,7 +727,7 @@ class LifetimeTests(RelayTestCase):
     def test_no_pings_when_the_interval_is_zero(self):
         """pingInterval 0 sends no pings, not even while messages flow."""
         browser, server, _ = yield self.openRelay(echo=True, pingInterval=0)
-        [leg] = [p for p in self.relay.legs if p.factory is self.relay]
+        [leg] = [p for p in self.relay.sessions.legs if p.factory is self.relay]
         self.assertEqual(leg.autoPingInterval, 0)
         deadline = time.monotonic() + 1.0
         for i in range(20):
@@ -751,7 +755,7 @@ class LifetimeTests(RelayTestCase):
 
 class BackpressureTests(RelayTestCase):
     def proxyLegs(self):
-        [browserLeg] = [p for p in self.relay.legs if p.factory is self.relay]
+        [browserLeg] = [p for p in self.relay.sessions.legs if p.factory is self.relay]
         return browserLeg, browserLeg.other
 
     @defer.inlineCallbacks
@@ -800,7 +804,7 @@ class BackpressureTests(RelayTestCase):
         yield waitFor(
             lambda: not browserLeg.transport.connected, timeout=10, what="browser connection gone"
         )
-        yield waitFor(lambda: not self.relay.legs, what="both legs forgotten")
+        yield waitFor(lambda: not self.relay.sessions.legs, what="both legs forgotten")
         browser.transport.resumeProducing()
         yield waitFor(lambda: not browser.transport.connected, what="the test browser closed")
         self.assertEqual([e["close_code"] for e in self.events if "close_code" in e], [1000])

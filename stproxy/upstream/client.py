@@ -8,111 +8,26 @@ knows about browsers; it only knows how to talk to one upstream server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.python.failure import Failure
-from twisted.web.client import (
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
-    _HTTP11ClientFactory,
-)
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 
-from stproxy.upstreamtls import handshakenTLSEndpoint
+from stproxy._twisted import QuietConnectionPool
+from stproxy.config import Timeouts
+from stproxy.upstream.address import UpstreamAddress
+from stproxy.upstream.tls import handshakenTLSEndpoint
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
 #: uvicorn (under Streamlit) drops idle keep-alive connections after 5 s; ours
 #: must go first, or a request can be written to a connection being closed.
 IDLE_CONNECTION_TIMEOUT = 4.0
-
-
-@dataclass(frozen=True)
-class UpstreamAddress:
-    """
-    The scheme, host and port of the one server stproxy forwards to.
-
-    @ivar scheme: C{"http"} or C{"https"}.
-    @ivar host: a host name or IP address (IPv6 without brackets).
-    @ivar port: the TCP port.
-    """
-
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> UpstreamAddress:
-        """
-        Parse C{host:port}, C{http://host:port} or C{https://host:port}.
-
-        @raise ValueError: with a message fit for a usage error.
-        """
-        if "://" not in text:
-            text = "http://" + text
-        try:
-            parts = urlsplit(text)
-            port = parts.port
-        except ValueError as e:
-            raise ValueError(f"invalid upstream {text!r}: {e}") from None
-        if parts.scheme not in DEFAULT_PORTS:
-            raise ValueError(
-                f"invalid upstream {text!r}: scheme must be http or https, not {parts.scheme!r}"
-            )
-        if not parts.hostname:
-            raise ValueError(f"invalid upstream {text!r}: no host")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError(
-                f"invalid upstream {text!r}: give only scheme, host and port"
-                " (paths are forwarded as the browser sends them)"
-            )
-        if port == 0:
-            raise ValueError(f"invalid upstream {text!r}: port must be 1-65535")
-        return cls(parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme])
-
-    @property
-    def isTLS(self) -> bool:
-        return self.scheme == "https"
-
-    @property
-    def netloc(self) -> str:
-        """C{host:port}, with IPv6 literals in brackets."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    def httpURL(self, target: bytes) -> bytes:
-        """The absolute URL of an origin-form request target on the upstream."""
-        return f"{self.scheme}://{self.netloc}".encode("ascii") + target
-
-    def webSocketURL(self, target: str) -> str:
-        """The C{ws://} or C{wss://} URL of an origin-form target on the upstream."""
-        scheme = "wss" if self.isTLS else "ws"
-        return f"{scheme}://{self.netloc}{target}"
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.netloc}"
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """
-    How long stproxy waits on the upstream, in seconds.
-
-    @ivar connect: for the TCP (and TLS) connection to be established.
-    @ivar response: from sending a request until the response headers arrive.
-    """
-
-    connect: float = 10.0
-    response: float = 60.0
 
 
 class Upstream:
@@ -135,14 +50,14 @@ class Upstream:
         @param agent: the agent requests go through; by default an L{Agent}
             on this upstream's own pool.  Tests pass a fake here.
         @param tlsPolicy: how an C{https} upstream is verified, for both legs
-            (L{stproxy.upstreamtls}); by default the platform's trust store
+            (L{stproxy.upstream.tls}); by default the platform's trust store
             and the host name, as a browser checks.
         """
         self.reactor = reactor
         self.address = address
         self.timeouts = timeouts
         self.tlsPolicy = tlsPolicy if tlsPolicy is not None else BrowserLikePolicyForHTTPS()
-        self._pool = _QuietPool(reactor, persistent=True)
+        self._pool = QuietConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 10
         self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT
         if agent is None:
@@ -215,16 +130,6 @@ class Upstream:
         return self._pool.closeCachedConnections()
 
 
-class _QuietFactory(_HTTP11ClientFactory):
-    noisy = False
-
-
-class _QuietPool(HTTPConnectionPool):
-    """A pool that does not log "Starting factory" for every new upstream connection."""
-
-    _factory = _QuietFactory
-
-
 class ResponseTimeout(Exception):
     """The upstream accepted the request but sent no response headers in time."""
 
@@ -233,4 +138,4 @@ class ResponseTimeout(Exception):
         self.seconds = seconds
 
 
-__all__ = ["Upstream", "UpstreamAddress", "Timeouts", "ResponseTimeout"]
+__all__ = ["Upstream", "ResponseTimeout"]

@@ -2,7 +2,7 @@
 Which client connections and HTTP requests are open, so that stopping the
 proxy can wait for them (graceful shutdown) and the metrics can count them.
 
-L{Drain} is told by L{stproxy.site.ProxySite} about every HTTP connection and
+L{Drain} is told by L{stproxy.http.site.ProxySite} about every HTTP connection and
 request.  A connection taken over by the WebSocket relay stops being an HTTP
 connection here (the relay's L{stproxy.websocket.RelayResource.closeAll}
 ends those).
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import ILogObserver
 
-from stproxy.logs import loggerFor
+from stproxy.ops.logs import loggerFor
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-    from stproxy.metrics import Metrics
+    from stproxy.ops.metrics import Metrics
 
 
 class Drain:

@@ -5,7 +5,7 @@ Under twistd the log observer is twistd's to build (from C{--logfile},
 C{--syslog}, C{-n}) and a plugin has no say in it, so the level is applied
 where stproxy's own events start instead: every stproxy object logs through a
 L{Logger} whose observer is a level filter in front of the global publisher,
-handed down from L{stproxy.tap.makeService} like the reactor.  Twisted's own
+handed down from L{stproxy.assembly.assemble} like the reactor.  Twisted's own
 start-up lines are twistd's business and pass as they are.
 
 C{python -m stproxy} owns its process and filters everything it prints.

@@ -6,7 +6,7 @@ A reload is asked for by SIGHUP (what C{systemctl reload} and certbot's
 deploy hook send) or noticed by polling the files' size, time and inode
 every few seconds on the reactor (a renewal that nobody signals).  Each
 listener's certificate is rebuilt and checked as at start-up
-(L{stproxy.certificates.ServerCertificate.reload}); one that fails logs why
+(L{stproxy.edge.certificates.ServerCertificate.reload}); one that fails logs why
 and the previous certificate stays in service.
 """
 
@@ -20,8 +20,8 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver
 
-from stproxy.certificates import CertificateError, ServerCertificate
-from stproxy.logs import loggerFor
+from stproxy.edge.certificates import CertificateError, ServerCertificate
+from stproxy.ops.logs import loggerFor
 
 #: Seconds between checks of the certificate files for changes.
 DEFAULT_RELOAD_INTERVAL = 5.0

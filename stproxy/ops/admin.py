@@ -5,7 +5,7 @@ C{/readyz} for Prometheus and orchestrators, on its own endpoint only.
 It is a separate L{Site} on a separate listener, never a path on the public
 listeners: there, C{/metrics} and every other path belong to Streamlit.
 
-C{/metrics} is rendered here from L{stproxy.metrics.Metrics.exposition}
+C{/metrics} is rendered here from L{stproxy.ops.metrics.Metrics.exposition}
 rather than with C{prometheus_client.twisted.MetricsResource}: that module
 imports the global reactor when imported (which would break an asyncio
 program that has not installed its reactor yet) and renders through WSGI on
@@ -19,7 +19,7 @@ from typing import Any, Callable
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from stproxy.metrics import Metrics
+from stproxy.ops.metrics import Metrics
 
 
 class _Text(Resource):

@@ -6,7 +6,7 @@ Twisted's own C{ssl:} parser builds a context with its endpoint defaults
 floor, no client certificates) and only the first certificate of C{certKey}.
 stproxy parses the same syntax itself, accepts only the options that do not
 weaken TLS, and builds an L{SSL4ServerEndpoint} whose connections come from a
-L{stproxy.certificates.ServerCertificate}: the one policy for every TLS
+L{stproxy.edge.certificates.ServerCertificate}: the one policy for every TLS
 listener, a full chain from C{fullchain.pem}, and reloadable.
 
 Every other description (C{tcp:}, C{unix:}, C{systemd:}, plugins) still goes
@@ -18,11 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 
-from stproxy.certificates import ServerCertificate, ServerTLSFiles
+from stproxy.edge.certificates import ServerCertificate, ServerTLSFiles
 
 #: Options of Twisted's C{ssl:} syntax that stproxy accepts, in Twisted's positional order.
 SSL_OPTIONS = (
@@ -57,21 +56,6 @@ def _split(description: str) -> tuple[list[str], dict[str, str]]:
     args = [f[0] for f in fields if len(f) == 1]
     kwargs = {f[0]: f[1] for f in fields if len(f) == 2}
     return args, kwargs
-
-
-def listeningService(
-    endpoint: IStreamServerEndpoint, factory: Any, name: str
-) -> StreamServerEndpointService:
-    """
-    A service listening on C{endpoint} whose bind failure is raised from
-    C{privilegedStartService} at once, as C{twisted.application.strports.service}
-    arranges (with the same private flag), so a busy port stops start-up
-    instead of being logged while the process runs on without a listener.
-    """
-    service = StreamServerEndpointService(endpoint, factory)
-    service._raiseSynchronously = True
-    service.setName(name)
-    return service
 
 
 def checkPlainDescription(description: str) -> None:

@@ -48,8 +48,8 @@ from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from stproxy.certificates import loadCertificates
-from stproxy.logs import loggerFor
+from stproxy.edge.certificates import loadCertificates
+from stproxy.ops.logs import loggerFor
 
 if TYPE_CHECKING:
     from twisted.internet._sslverify import IOpenSSLTrustRoot
@@ -65,7 +65,7 @@ def trustRootFromFile(path: str) -> IOpenSSLTrustRoot:
     """
     A trust root of exactly the CA certificates in the PEM file at C{path}.
 
-    @raise stproxy.certificates.CertificateError: naming the file.
+    @raise stproxy.edge.certificates.CertificateError: naming the file.
     """
     certificates = loadCertificates(path, "upstream CA")
     return trustRootFromCertificates(

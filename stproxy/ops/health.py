@@ -19,13 +19,12 @@ from twisted.python.failure import Failure
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
-from stproxy.logs import loggerFor
+from stproxy.config import HEALTH_PATH
+from stproxy.ops.logs import loggerFor
 
 if TYPE_CHECKING:
-    from stproxy.metrics import Metrics
-    from stproxy.upstream import Upstream
-
-HEALTH_PATH = b"/_stcore/health"
+    from stproxy.ops.metrics import Metrics
+    from stproxy.upstream.client import Upstream
 
 
 class HealthPoller(Service):

@@ -21,18 +21,15 @@ them); keepalive on the browser leg is Autobahn's auto-ping.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Protocol
 
 from autobahn.exception import Disconnected, PayloadExceededError
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from stproxy._autobahn import STATE_CLOSED, STATE_OPEN, LeanProtocol
 
-STATE_OPEN = WebSocketProtocol.STATE_OPEN
-STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
 CLOSE_MESSAGE_TOO_BIG = WebSocketProtocol.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG
 
 #: What the browser is told when Streamlit's connection ends without a close
@@ -61,7 +58,7 @@ class ReadingValve:
 
     paused = False
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: IPushProducer) -> None:
         """
         @param source: the transport to pause reading from.
         """
@@ -79,36 +76,6 @@ class ReadingValve:
 
     def stopProducing(self) -> None:
         """The target is gone; L{RelayLeg.onClose} reopens the source."""
-
-
-class ReactorTimer:
-    """
-    Stands in for the batched timer Autobahn's factories keep in
-    C{_batched_timer} (open/close handshake timeouts, auto-ping).
-
-    Autobahn's own batches timers into buckets of whole seconds on the global
-    reactor, truncating: a 0.2 s ping interval then fires either at once
-    (a ping after every pong) or at the next full second.  This one calls
-    C{callLater} on the reactor given, to the millisecond, and its calls may
-    be cancelled after they ran.
-    """
-
-    def __init__(self, reactor: IReactorTime) -> None:
-        self._reactor = reactor
-
-    def call_later(self, delay: float, func: Any, *args: Any, **kwargs: Any) -> _Call:
-        return _Call(self._reactor.callLater(delay, func, *args, **kwargs))
-
-
-class _Call:
-    """A delayed call whose C{cancel} is harmless once it ran or was cancelled."""
-
-    def __init__(self, call: IDelayedCall) -> None:
-        self._call = call
-
-    def cancel(self) -> None:
-        if self._call.active():
-            self._call.cancel()
 
 
 class _NoCounter:
@@ -131,7 +98,13 @@ class Session:
     closedBy: str | None = None
     code: int | None = None
 
-    def __init__(self, browser: RelayLeg, upstream: RelayLeg, started: float, ended: Any) -> None:
+    def __init__(
+        self,
+        browser: RelayLeg,
+        upstream: RelayLeg,
+        started: float,
+        ended: Callable[[Session], None],
+    ) -> None:
         """@param ended: called with this session once both legs are gone."""
         self.browser = browser
         self.upstream = upstream
@@ -151,13 +124,13 @@ class Session:
             self._ended(self)
 
 
-class RelayLeg:
+class _Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class RelayLeg(LeanProtocol):
     """
     What both legs share, mixed in before the Autobahn protocol class.
-
-    It also skips three costs of Autobahn's message path that a relay does
-    not need (TWISTED.md section 12): the debug-log argument formatting in
-    C{dataReceived} and C{sendData}, and the per-message C{"message"} event.
 
     @ivar other: the other leg once both are open, until either is lost.
     @ivar valve: the valve that pauses reading from I{this} leg (it sits on
@@ -176,49 +149,28 @@ class RelayLeg:
     #: Messages and payload bytes received on this leg and relayed to the other.
     relayedMessages = 0
     relayedBytes = 0
-    #: Pre-bound metric children (L{stproxy.metrics.Metrics.relayedMessages}).
-    messageCounter: Any = _NoCounter()
-    byteCounter: Any = _NoCounter()
+    #: Pre-bound metric children (L{stproxy.ops.metrics.Metrics.relayedMessages}).
+    messageCounter: _Counter = _NoCounter()
+    byteCounter: _Counter = _NoCounter()
 
     # These come from the Autobahn protocol class this is mixed into.
-    state: int
-    transport: Any
-    failedByMe: bool
-    droppedByMe: bool
     wasClean: bool
     localCloseCode: int | None
     localCloseReason: bytes | None
     remoteCloseCode: int | None
     remoteCloseReason: str | None
-    message_data: list[bytes] | None
-    message_is_binary: bool
-    send_queue: Any
-    closeHandshakeTimeoutCall: Any
     closeHandshakeTimeout: float
     factory: Any
 
-    def dataReceived(self, data: bytes) -> None:
-        self._dataReceived(data)  # type: ignore[attr-defined]
-
-    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        if sync or chopsize or self.send_queue:
-            super().sendData(data, sync, chopsize)  # type: ignore[misc]
-        else:
-            self.transport.write(data)
-
-    def onMessageEnd(self) -> None:
+    def messageReceived(self, payload: bytes, isBinary: bool) -> None:
         """A whole message arrived: send it on as it is (never logged)."""
-        if not self.failedByMe:
-            assert self.message_data is not None
-            payload = b"".join(self.message_data)
-            other = self.other
-            if other is not None and other.relayMessage(payload, self.message_is_binary):
-                size = len(payload)
-                self.relayedMessages += 1
-                self.relayedBytes += size
-                self.messageCounter.inc()
-                self.byteCounter.inc(size)
-        self.message_data = None
+        other = self.other
+        if other is not None and other.relayMessage(payload, isBinary):
+            size = len(payload)
+            self.relayedMessages += 1
+            self.relayedBytes += size
+            self.messageCounter.inc()
+            self.byteCounter.inc(size)
 
     def relayMessage(self, payload: bytes, isBinary: bool) -> bool:
         """
@@ -232,15 +184,15 @@ class RelayLeg:
             self.sendMessage(payload, isBinary)  # type: ignore[attr-defined]
         except PayloadExceededError:
             # Only when compression made a message at the limit bigger.
-            self._fail_connection(CLOSE_MESSAGE_TOO_BIG, "message too big")  # type: ignore[attr-defined]
+            self.failWith(CLOSE_MESSAGE_TOO_BIG, "message too big")
             return False
         except Disconnected:
             return False
         return True
 
-    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+    def closeFrameReceived(self, opening: bool) -> None:
         """
-        A close frame arrived.  If it opens the closing handshake (rather than
+        A close frame arrived.  If it opened the closing handshake (rather than
         answering ours), the other is closed with the same code and reason.
 
         Autobahn then closes the TCP connection gracefully, which waits for
@@ -248,27 +200,32 @@ class RelayLeg:
         (and this session) for ever, so it is aborted if still there after
         the close handshake timeout.
         """
-        opening = self.state == STATE_OPEN
-        stop = super().onCloseFrame(code, reasonRaw)  # type: ignore[misc]
         if self.state == STATE_CLOSED:
             self.abortLater()
-        other = self.other
-        if opening and self.session is not None:
+        if not opening:
+            return
+        if self.session is not None:
             self.session.closing(self.side, self.remoteCloseCode)
-        if opening and not self.failedByMe and other is not None:
+        other = self.other
+        if not self.failedByProxy and other is not None:
             reason = self.remoteCloseReason
             other.closeWith(
                 self.remoteCloseCode,
                 None if reason is None else reason.encode("utf-8"),
             )
-        return stop  # type: ignore[no-any-return]
+
+    def shutdown(self) -> None:
+        """
+        The proxy is stopping: the browser leg closes itself (and its
+        upstream follows); an upstream leg waits for that.
+        """
 
     def closeWith(self, code: int | None, reason: bytes | None) -> None:
         """Start the closing handshake on this leg, if it is open."""
         if self.state == STATE_OPEN:
             if code is None:
                 reason = None
-            self.sendCloseFrame(code=code, reasonUtf8=reason)  # type: ignore[attr-defined]
+            self.sendCloseWith(code, reason)
 
     _abortCall: Any = None
 
@@ -280,7 +237,7 @@ class RelayLeg:
         if self._abortCall is not None or self.transport is None:
             return
         delay = seconds if seconds is not None else max(1.0, self.closeHandshakeTimeout or 0)
-        self._abortCall = self.factory.reactor.callLater(delay, self._abort)  # type: ignore[attr-defined]
+        self._abortCall = self.factory.reactor.callLater(delay, self._abort)
 
     def _abort(self) -> None:
         self._abortCall = None
@@ -296,15 +253,12 @@ class RelayLeg:
             if self._abortCall.active():
                 self._abortCall.cancel()
             self._abortCall = None
-        timeout = self.closeHandshakeTimeoutCall
-        if timeout is not None:
-            self.closeHandshakeTimeoutCall = None
-            timeout.cancel()
+        self.stopCloseHandshakeTimer()
         session = self.session
         if session is not None:
-            if self.failedByMe and self.localCloseCode is not None:
+            if self.failedByProxy and self.localCloseCode is not None:
                 session.closing("proxy", self.localCloseCode)
-            elif self.droppedByMe and not self.wasClean:
+            elif self.droppedByProxy and not self.wasClean:
                 # The proxy dropped it without a closing handshake (ping timeout).
                 session.closing("proxy", code)
             session.closing(self.side, code)
@@ -317,7 +271,7 @@ class RelayLeg:
             # It may be paused waiting for this transport to drain; it must
             # read again to see the end of its own closing handshake.
             other.valve.resumeProducing()
-        if self.failedByMe and self.localCloseCode is not None:
+        if self.failedByProxy and self.localCloseCode is not None:
             # This leg failed (e.g. 1009 message too big): pass that on.
             other.closeWith(self.localCloseCode, self.localCloseReason)
         else:
@@ -345,7 +299,6 @@ __all__ = [
     "RelayLeg",
     "Session",
     "ReadingValve",
-    "ReactorTimer",
     "join",
     "UPSTREAM_LOST",
     "BROWSER_LOST",

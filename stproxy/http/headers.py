@@ -112,6 +112,17 @@ class TrustedProxies:
     def __bool__(self) -> bool:
         return bool(self._networks)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TrustedProxies):
+            return NotImplemented
+        return self._networks == other._networks
+
+    def __hash__(self) -> int:
+        return hash(self._networks)
+
+    def __repr__(self) -> str:
+        return f"TrustedProxies({[str(n) for n in self._networks]!r})"
+
 
 def _forwardedNode(address: str | None) -> bytes:
     """An RFC 7239 node: IPv6 quoted and bracketed, unknown peers obfuscated."""

@@ -1,0 +1,171 @@
+"""
+The one place a proxy is wired together: L{assemble} builds the whole
+service tree from a L{Config} and a reactor.
+
+The twistd plugin (L{stproxy.tap.makeService}), C{python -m stproxy} and
+L{stproxy.api.StreamlitProxy} all call it; no other module builds a part
+from another's.  Nothing is started or bound here, so tests can inspect the
+tree it returns.
+
+The tree::
+
+    ProxyService                       stproxy.service
+      upstream      UpstreamService    the connection pool, closed last
+      listener-N    one per --listen   serving the ProxySite
+      health        HealthPoller       only with --admin
+      admin         admin listener     only with --admin
+      redirect-http redirect listener  only with --redirect-http
+      tls           TLSService         certificate reload, SIGHUP
+"""
+
+from __future__ import annotations
+
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import ILogObserver, Logger
+from twisted.web.iweb import IPolicyForHTTPS
+
+from stproxy.config import Config
+from stproxy.edge.certificates import ServerCertificate
+from stproxy.edge.endpoints import listenerEndpoint
+from stproxy.edge.listeners import AnnouncedEndpoint, listeningService
+from stproxy.edge.redirect import RedirectToHTTPS
+from stproxy.edge.reload import TLSService
+from stproxy.http.accesslog import Accounting
+from stproxy.http.forward import ReverseProxyResource
+from stproxy.http.site import ProxySite, buildSite
+from stproxy.ops.admin import adminSite
+from stproxy.ops.drain import Drain
+from stproxy.ops.health import HealthPoller
+from stproxy.ops.logs import publisherAt
+from stproxy.ops.metrics import Metrics
+from stproxy.service import PUBLIC_LISTENER_PREFIX, REDIRECT_LISTENER, ProxyService, UpstreamService
+from stproxy.upstream.client import Upstream
+from stproxy.upstream.tls import upstreamPolicy
+from stproxy.websocket.resource import webSocketResource
+
+
+def assemble(config: Config, reactor: object, ownsProcess: bool = False) -> ProxyService:
+    """
+    Build the whole proxy: listeners, upstream pool, WebSocket relay,
+    operations, the TLS edge, logging; ready to start under any Twisted
+    application.
+
+    @param reactor: the reactor everything runs on.
+    @param ownsProcess: see L{ProxyService.ownsProcess}.
+    @raise stproxy.edge.certificates.CertificateError: if a certificate
+        file can no longer be loaded.
+    """
+    log = publisherAt(config.logging.level, config.logging.format)
+    metrics = Metrics()
+    upstream = Upstream(
+        reactor,  # type: ignore[arg-type]
+        config.upstream,
+        config.timeouts,
+        tlsPolicy=_upstreamPolicy(config, log),
+    )
+    relay = webSocketResource(upstream, config.websocket, config.trusted, log, metrics)
+    site = buildSite(
+        http=ReverseProxyResource(upstream, config.trusted, log, metrics),
+        webSocket=relay,
+        reactor=reactor,  # type: ignore[arg-type]
+        maxBodySize=config.maxBodySize,
+        accessLog=config.logging.accessLog,
+        logObserver=log,
+        hsts=config.tls.hsts,
+    )
+    drain = Drain(reactor, metrics, log)  # type: ignore[arg-type]
+    events = Logger("stproxy.access", None, log) if config.logging.format == "json" else None
+    site.instrument(drain, Accounting(reactor, metrics, events))  # type: ignore[arg-type]
+    certificates = {
+        description: ServerCertificate(files) for description, files in config.tls.listeners.items()
+    }
+    endpoints = [
+        AnnouncedEndpoint(listenerEndpoint(reactor, description, certificates), description, log)
+        for description in config.listen
+    ]
+    service = ProxyService(
+        reactor,  # type: ignore[arg-type]
+        upstream,
+        drain,
+        relay,
+        endpoints,
+        config.operations.shutdownTimeout,
+        log,
+        ownsProcess,
+    )
+    UpstreamService(upstream).setServiceParent(service)
+    for number, endpoint in enumerate(endpoints):
+        name = f"{PUBLIC_LISTENER_PREFIX}{number}"
+        listeningService(endpoint, site, name).setServiceParent(service)
+    _addOperations(service, config, reactor, metrics, log)
+    _addRedirect(service, config, reactor, certificates, log)
+    insecure = str(config.upstream) if config.tls.upstreamInsecure else None
+    TLSService(reactor, certificates, config.tls.reloadInterval, log, insecure).setServiceParent(
+        service
+    )
+    return service
+
+
+def _upstreamPolicy(config: Config, log: ILogObserver) -> IPolicyForHTTPS | None:
+    """How an C{https://} upstream is verified; C{None} for plain HTTP."""
+    if not config.upstream.isTLS:
+        return None
+    return upstreamPolicy(config.tls.upstreamCA, config.tls.upstreamInsecure, log)
+
+
+def _addOperations(
+    service: ProxyService, config: Config, reactor: object, metrics: Metrics, log: ILogObserver
+) -> None:
+    """
+    With C{--admin}, the admin listener, and the upstream health poller its
+    C{/readyz} reads (only then: nobody else reads the result, and the
+    upstream is spared the requests).
+    """
+    operations = config.operations
+    if operations.admin is None:
+        return
+    service.health = HealthPoller(
+        service.upstream, operations.healthInterval, metrics, log, operations.healthPath
+    )
+    service.health.setServiceParent(service)
+    endpoint = AnnouncedEndpoint(
+        serverFromString(reactor, operations.admin),
+        operations.admin,
+        log,
+        message="stproxy admin endpoint on {where} ({description})",
+    )
+    pages = adminSite(metrics, service.ready, reactor)
+    listeningService(endpoint, pages, "admin").setServiceParent(service)
+
+
+def _addRedirect(
+    service: ProxyService,
+    config: Config,
+    reactor: object,
+    certificates: dict[str, ServerCertificate],
+    log: ILogObserver,
+) -> None:
+    """With C{--redirect-http}, a plain listener sending every request to the HTTPS origin."""
+    tls = config.tls
+    if tls.redirect is None:
+        return
+    listener = next(e for e in service.endpoints if e.description in certificates)
+
+    def httpsPort() -> int | None:
+        if tls.redirectPort is not None:
+            return tls.redirectPort
+        return listener.port.getHost().port if listener.port is not None else None  # type: ignore[attr-defined]
+
+    site = ProxySite(
+        RedirectToHTTPS(httpsPort, tls.acmeWebroot),
+        reactor,  # type: ignore[arg-type]
+        maxBodySize=config.maxBodySize,
+        logObserver=log,
+    )
+    endpoint = AnnouncedEndpoint(
+        serverFromString(reactor, tls.redirect), f"{tls.redirect}, redirecting to HTTPS", log
+    )
+    listeningService(endpoint, site, REDIRECT_LISTENER).setServiceParent(service)
+
+
+__all__ = ["assemble"]

@@ -1,0 +1,206 @@
+"""
+The configuration of one proxy: frozen, typed, and checked when it is built.
+
+L{stproxy.tap.Options} turns a command line (and the seed proxy's environment
+variables) into a L{Config} with the parsers of L{stproxy.parse}, which say
+what is wrong in one line; L{stproxy.assembly.assemble} is its only reader.
+A program embedding stproxy may build a L{Config} itself: every field has the
+command line's default, and the checks that need no file system run here too.
+
+The value types a configuration is made of live with the code that uses them
+(L{UpstreamAddress}, L{TrustedProxies}, L{ServerTLSFiles}); this module holds
+only the settings that group them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from twisted.logger import LogLevel
+
+from stproxy.edge.certificates import ServerTLSFiles
+from stproxy.edge.endpoints import isSSLDescription
+from stproxy.http.headers import TrustedProxies
+from stproxy.upstream.address import UpstreamAddress
+
+#: Streamlit's own server.maxUploadSize (200 MiB) plus room for multipart framing.
+DEFAULT_MAX_BODY_SIZE = 201 * 1024 * 1024
+
+#: Where Streamlit answers whether it is up.
+HEALTH_PATH = b"/_stcore/health"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message is one line naming the flag."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """
+    How long stproxy waits on the upstream, in seconds.
+
+    @ivar connect: for the TCP (and TLS) connection to be established.
+    @ivar response: from sending a request until the response headers arrive;
+        also how long an exchange may move no bytes at all.
+    """
+
+    connect: float = 10.0
+    response: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not (self.connect > 0 and self.response > 0):
+            raise ConfigError("timeouts must be positive")
+
+
+@dataclass(frozen=True)
+class WebSocketSettings:
+    """
+    How the proxy treats WebSocket connections.
+
+    @ivar pingInterval: seconds between pings to the browser; 0 turns them off.
+    @ivar pingTimeout: the browser connection is aborted when no pong (or any
+        data frame) arrives this long after a ping; 0 waits for ever.
+    @ivar compression: accept permessage-deflate from browsers that offer it.
+        The upstream leg never compresses (it is loopback, usually).
+    @ivar maxMessageSize: the largest message relayed, either way, in bytes;
+        a bigger one closes that leg with 1009.  Streamlit's own
+        C{server.maxMessageSize} is 200 MB.
+    @ivar handshakeTimeout: how long a browser handshake may wait for the
+        upstream's answer (connection included) before it is refused with 504.
+        Autobahn's C{openHandshakeTimeout} on the browser leg is one second
+        more, a backstop that only drops the connection.
+    """
+
+    pingInterval: float = 30.0
+    pingTimeout: float = 30.0
+    compression: bool = True
+    maxMessageSize: int = 200 * 1024 * 1024
+    handshakeTimeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("pingInterval", "pingTimeout", "maxMessageSize"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        if self.handshakeTimeout <= 0:
+            raise ConfigError("handshakeTimeout must be positive")
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """
+    Everything TLS: the C{ssl:} listeners' files, certificate reload, the
+    redirect listener, HSTS and how an C{https://} upstream is checked.
+
+    @ivar listeners: the files each C{ssl:} listener serves, by its
+        C{--listen} description.
+    @ivar reloadInterval: seconds between checks of the files; 0 = SIGHUP only.
+    @ivar redirect: the C{--redirect-http} listen description.
+    @ivar redirectPort: the HTTPS port redirects name (C{--redirect-port}),
+        when the TLS listener is published on another port than it binds
+        (a container's 8443 published as 443); by default the listener's own.
+    @ivar acmeWebroot: where ACME HTTP-01 challenges are served from on the
+        redirect listener.
+    @ivar hsts: C{Strict-Transport-Security} max-age for TLS responses.
+    @ivar upstreamCA: trust only the CAs in this PEM for an C{https://} upstream.
+    @ivar upstreamInsecure: connect to an C{https://} upstream whatever its
+        certificate, logging every problem.
+    """
+
+    listeners: Mapping[str, ServerTLSFiles] = field(default_factory=dict)
+    reloadInterval: float = 5.0
+    redirect: str | None = None
+    redirectPort: int | None = None
+    acmeWebroot: str | None = None
+    hsts: int | None = None
+    upstreamCA: str | None = None
+    upstreamInsecure: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "listeners", MappingProxyType(dict(self.listeners)))
+        if self.redirect is not None and not self.listeners:
+            raise ConfigError("--redirect-http needs a TLS listener, such as --listen ssl:8443")
+
+
+@dataclass(frozen=True)
+class OperationsSettings:
+    """
+    Shutdown, the admin listener and the health checks it reports.
+
+    @ivar shutdownTimeout: seconds HTTP requests in flight get to finish on stop.
+    @ivar admin: the endpoint description of the admin listener, if any.
+    @ivar healthInterval: seconds between upstream health checks.
+    @ivar healthPath: what a health check asks the upstream for.
+    """
+
+    shutdownTimeout: float = 30.0
+    admin: str | None = None
+    healthInterval: float = 5.0
+    healthPath: bytes = HEALTH_PATH
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """
+    @ivar level: the lowest level of stproxy's own events that is emitted.
+    @ivar format: C{"text"} or C{"json"} (one flat JSON object per line).
+    @ivar accessLog: a combined-format access log file, C{"-"} for standard
+        output, or C{None} for the main log.
+    """
+
+    level: LogLevel = LogLevel.info
+    format: str = "text"
+    accessLog: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in ("text", "json"):
+            raise ConfigError(f"--log-format {self.format}: choose text or json")
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    One proxy, entirely.
+
+    @ivar upstream: the Streamlit server everything is forwarded to.
+    @ivar listen: the endpoint descriptions to listen on (C{ssl:} ones are
+        built by stproxy from L{TLSSettings.listeners}).
+    @ivar maxBodySize: the largest request body accepted (then 413); 0 for none.
+    @ivar trusted: the peers whose forwarding headers are appended to.
+    """
+
+    upstream: UpstreamAddress = UpstreamAddress("http", "localhost", 8501)
+    listen: tuple[str, ...] = ("tcp:8500",)
+    timeouts: Timeouts = Timeouts()
+    maxBodySize: int = DEFAULT_MAX_BODY_SIZE
+    trusted: TrustedProxies = TrustedProxies()
+    websocket: WebSocketSettings = WebSocketSettings()
+    tls: TLSSettings = TLSSettings()
+    operations: OperationsSettings = OperationsSettings()
+    logging: LogSettings = LogSettings()
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            raise ConfigError("give at least one --listen endpoint")
+        if self.maxBodySize < 0:
+            raise ConfigError("--max-body-size must not be negative")
+        for description in self.tls.listeners:
+            if description not in self.listen:
+                raise ConfigError(f"TLS files given for {description}, which is not a listener")
+        for description in self.listen:
+            if isSSLDescription(description) and description not in self.tls.listeners:
+                raise ConfigError(f"--listen {description}: no certificate for this listener")
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "LogSettings",
+    "OperationsSettings",
+    "TLSSettings",
+    "Timeouts",
+    "WebSocketSettings",
+    "DEFAULT_MAX_BODY_SIZE",
+    "HEALTH_PATH",
+]

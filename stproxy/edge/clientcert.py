@@ -1,0 +1,46 @@
+"""
+Who a client certificate (C{--tls-client-ca}) was issued to, for the rest of
+stproxy: only a certificate the listener verified counts, so this can name an
+authenticated user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import ISSLTransport
+
+
+def peerCertificateSubject(transport: Any) -> str | None:
+    """
+    The subject (RFC 4514, e.g. C{CN=alice,O=Example}) of the client
+    certificate verified on C{transport}'s TLS handshake, or C{None} when it
+    is not TLS or no certificate was verified.
+    """
+    if transport is None or ISSLTransport(transport, None) is None:
+        return None
+    getHandle = getattr(transport, "getHandle", None)
+    if getHandle is None:
+        return None
+    chain = getHandle().get_verified_chain(as_cryptography=True)
+    if not chain:
+        return None
+    return str(chain[0].subject.rfc4514_string())
+
+
+def clientCertificateSubject(request: Any) -> str | None:
+    """
+    Who the client certificate of C{request}'s connection was issued to
+    (RFC 4514 subject), or C{None} without one.
+
+    Only a certificate the listener's C{--tls-client-ca} verified counts, so
+    this can name an authenticated user.  Works for WebSocket upgrades too,
+    whose channel has already handed its transport to the relay.
+    """
+    transport = getattr(request, "transport", None)
+    if transport is None:
+        transport = getattr(getattr(request, "channel", None), "transport", None)
+    return peerCertificateSubject(transport)
+
+
+__all__ = ["clientCertificateSubject", "peerCertificateSubject"]

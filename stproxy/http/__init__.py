@@ -1,0 +1,9 @@
+"""
+The HTTP side: one twisted.web L{Site} for every listener.
+
+C{site} (connections, accounting), C{request} (the body cap and HSTS),
+C{root} (upgrade or not), C{forward} (what may be forwarded, and how),
+C{exchange} (one request and its streamed response), C{headers} (which
+headers cross, pure functions) and C{accesslog} (what is counted and logged
+per request).
+"""

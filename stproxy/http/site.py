@@ -1,0 +1,136 @@
+"""
+The twisted.web L{Site} every public listener serves: its connections are
+tracked for a graceful stop, its requests capped (L{stproxy.http.request}),
+counted and logged (L{stproxy.http.accesslog}).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IProtocol, IReactorTime
+from twisted.logger import ILogObserver
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+
+from stproxy._twisted import StandardOutputLogMixin, channelProtocol
+from stproxy.http.accesslog import Accounting
+from stproxy.http.request import ProxyRequest
+from stproxy.http.root import ProxyRoot
+from stproxy.ops.drain import Drain
+
+
+class _TrackedChannel(HTTPChannel):
+    """An L{HTTPChannel} that tells its site's L{Drain} when it opens and closes."""
+
+    site: ProxySite
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if self.site.drain is not None:
+            self.site.drain.connectionOpened(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.site.drain is not None:
+            self.site.drain.connectionClosed(self)
+        super().connectionLost(reason)
+
+
+class ProxySite(StandardOutputLogMixin, Site):
+    """
+    The L{Site} stproxy listens with: transparent to bodies and headers,
+    with a request body cap and an optional combined-format access log
+    (a file path, or C{"-"} for standard output).
+
+    @ivar drain: the tracker of open connections and requests, once
+        L{instrument}ed.
+    @ivar accounting: counts and logs each finished request, once
+        L{instrument}ed.
+    """
+
+    requestFactory = ProxyRequest
+    drain: Drain | None = None
+    accounting: Accounting | None = None
+
+    def __init__(
+        self,
+        root: IResource,
+        reactor: IReactorTime,
+        maxBodySize: int = 0,
+        accessLog: str | None = None,
+        logObserver: ILogObserver | None = None,
+        hsts: int | None = None,
+    ) -> None:
+        """
+        @param hsts: C{Strict-Transport-Security} max-age, in seconds, for
+            responses over TLS; C{None} sends none.
+        """
+        toStdout = accessLog == "-"
+        super().__init__(
+            root,
+            logPath=None if toStdout else accessLog,
+            reactor=reactor,
+            parsePOSTFormSubmission=False,
+        )
+        if toStdout:
+            self.logPath = "-"  # set after __init__, which would make it a path
+        self.maxBodySize = maxBodySize
+        self.logObserver = logObserver
+        self.hstsHeader = None if hsts is None else b"max-age=%d" % (hsts,)
+        self.noisy = False
+        self.displayTracebacks = False
+
+    def protocol(self) -> IProtocol:  # type: ignore[override]
+        """A channel that reports to L{drain}, in twisted.web's own wrapper."""
+        return channelProtocol(_TrackedChannel())
+
+    def instrument(self, drain: Drain, accounting: Accounting) -> None:
+        """Track connections and requests in C{drain}; count and log them with C{accounting}."""
+        self.drain = drain
+        self.accounting = accounting
+
+    def handedOver(self, request: Request) -> None:
+        """C{request}'s connection was taken over by the WebSocket relay."""
+        if self.drain is not None:
+            self.drain.connectionClosed(request.channel)
+            self.drain.requestEnded(request)
+
+    def requestEnded(self, result: object, request: ProxyRequest) -> None:
+        """C{request} is finished (or its client went away): count it, log it, tell the drain."""
+        aborted = isinstance(result, Failure)
+        if self.accounting is not None:
+            self.accounting.requestEnded(request, request.started, request.bodyBytes, aborted)
+        if aborted:
+            self.log(request)  # finish() logs the others; an abort never calls it
+        if self.drain is not None:
+            self.drain.requestEnded(request)
+
+    def log(self, request: Request) -> None:
+        """
+        The combined-format line (C{--access-log}, or twistd's log when none
+        is given), unless JSON access events replace the latter.
+        """
+        if self.accounting is not None and self.accounting.events is not None:
+            if not self.logPath:
+                return
+        super().log(request)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """HTTP/1.1 only: a WebSocket upgrade cannot happen over HTTP/2."""
+        return [b"http/1.1"]
+
+
+def buildSite(
+    http: IResource,
+    webSocket: IResource,
+    reactor: IReactorTime,
+    maxBodySize: int,
+    accessLog: str | None,
+    logObserver: ILogObserver | None = None,
+    hsts: int | None = None,
+) -> ProxySite:
+    """The resource tree (L{ProxyRoot}) and the L{Site} around it."""
+    return ProxySite(ProxyRoot(http, webSocket), reactor, maxBodySize, accessLog, logObserver, hsts)
+
+
+__all__ = ["ProxySite", "buildSite"]

@@ -1,0 +1,29 @@
+"""
+A second SIGTERM or SIGINT while stproxy drains ends the process at once,
+as operators expect of a stop they repeat (nginx, uvicorn and twistd alike).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+
+def exitOnNextSignal() -> None:
+    """Let the next SIGTERM/SIGINT end the process now (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def now(signum: int, frame: FrameType | None) -> None:
+        sys.stderr.write(f"stproxy: signal {signum} during shutdown: exiting now\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, now)
+
+
+__all__ = ["exitOnNextSignal"]

@@ -1,0 +1,255 @@
+"""
+The browser's leg of a relayed WebSocket: Autobahn's server protocol, whose
+opening handshake waits for the upstream's.
+
+When a browser's handshake arrives, L{BrowserProtocol.onConnect} starts a new
+connection to the upstream (L{stproxy.websocket.upstream}) with the browser's
+request target, raw C{Host}, subprotocols in order, C{Origin}, cookies and
+every other end-to-end header byte for byte, plus C{X-Forwarded-*}/C{Forwarded}
+(L{stproxy.http.headers.forwardingHeaders}).  The browser then gets the
+subprotocol the upstream selected, or the upstream's refusal status
+(Streamlit answers 403 to a foreign C{Origin}), 502 when the upstream cannot be
+reached, 503 when it hangs up without a status and 504 when it has not
+answered within L{stproxy.config.WebSocketSettings.handshakeTimeout}.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import ISSLTransport
+from twisted.logger import ILogObserver
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
+
+from stproxy._autobahn import STATE_OPEN, requestHead, useReactorTimer
+from stproxy.config import WebSocketSettings
+from stproxy.http.headers import Peer, TrustedProxies, forwardingHeaders, withoutHopByHop
+from stproxy.ops.logs import loggerFor
+from stproxy.ops.metrics import Metrics
+from stproxy.upstream.client import Upstream
+from stproxy.websocket.handshake import (
+    OWN_HANDSHAKE_FIELDS,
+    parseRequestHead,
+    upstreamRequestHead,
+)
+from stproxy.websocket.relay import UPSTREAM_LOST, RelayLeg, join
+from stproxy.websocket.sessions import Sessions
+from stproxy.websocket.upstream import UpstreamFactory, UpstreamProtocol
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+
+
+def denial(code: int) -> ConnectionDeny:
+    return ConnectionDeny(code, RESPONSES.get(code, b"Error").decode("ascii"))
+
+
+class BrowserProtocol(RelayLeg, WebSocketServerProtocol):
+    """
+    The browser's leg: accepts once the upstream has, then relays.
+
+    The pending upstream attempt lives in C{_accept} (the Deferred returned
+    from L{onConnect}), C{_connecting} (the endpoint's connect), C{_upstream}
+    and C{_deadline}; L{_settle} clears them all.
+    """
+
+    factory: BrowserFactory
+
+    _accept: Deferred[str | None] | None = None
+    _connecting: Deferred[Any] | None = None
+    _deadline: IDelayedCall | None = None
+    _upstream: UpstreamProtocol | None = None
+    _gone = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._log = loggerFor(self, self.factory.logObserver)
+        self.factory.sessions.track(self)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.factory.sessions.forget(self)
+
+    @property
+    def _peerName(self) -> str:
+        return str(getattr(self.transport.getPeer(), "host", "unknown"))
+
+    def onConnect(self, request: ConnectionRequest) -> Deferred[str | None]:
+        target, host, headers = parseRequestHead(requestHead(self))
+        if not target.startswith(b"/") or host is None:
+            raise denial(400)
+        settings = self.factory.settings
+        upstream = self.factory.upstream
+        address = getattr(self.transport.getPeer(), "host", None)
+        secure = ISSLTransport(self.transport, None) is not None
+        forwarded = forwardingHeaders(
+            withoutHopByHop(headers, OWN_HANDSHAKE_FIELDS),
+            Peer(address, host, secure),
+            self.factory.trusted,
+        )
+        factory = UpstreamFactory(
+            self,
+            upstream,
+            self.factory.sessions,
+            protocols=request.protocols,
+            head=upstreamRequestHead(target, host, forwarded),
+            maxMessageSize=settings.maxMessageSize,
+        )
+        self._accept = Deferred()
+        self._deadline = upstream.reactor.callLater(settings.handshakeTimeout, self._timedOut)
+        self._connecting = upstream.endpoint().connect(factory)
+        self._connecting.addCallbacks(self._connected, self._unreachable)
+        return self._accept
+
+    def _connected(self, protocol: UpstreamProtocol) -> None:
+        self._connecting = None
+        self._upstream = protocol
+
+    def _unreachable(self, failure: Failure) -> None:
+        self._connecting = None
+        if failure.check(CancelledError) or self._accept is None:
+            return
+        self.factory.metrics.upstreamConnectErrors.inc()
+        self._log.warn(
+            "WebSocket upstream {upstream} unreachable for {peer}: {reason}",
+            upstream=str(self.factory.upstream.address),
+            peer=self._peerName,
+            reason=failure.getErrorMessage(),
+        )
+        self._settle(denial(502))
+
+    def _timedOut(self) -> None:
+        self._deadline = None
+        self.factory.metrics.upstreamTimeouts.inc()
+        self._log.warn(
+            "WebSocket upstream {upstream} did not answer {peer} within {timeout} s",
+            upstream=str(self.factory.upstream.address),
+            peer=self._peerName,
+            timeout=self.factory.settings.handshakeTimeout,
+        )
+        self._settle(denial(504))
+
+    def upstreamOpened(self, upstream: UpstreamProtocol, protocol: str | None) -> None:
+        """The upstream accepted with C{protocol}: accept the browser with it."""
+        accept = self._accept
+        self._upstream = upstream
+        self._settle(None)
+        if accept is not None:
+            accept.callback(protocol)
+
+    def upstreamRefused(self, status: int | None) -> None:
+        """The upstream connection ended before its handshake completed."""
+        if self._accept is None:
+            return
+        self._log.info(
+            "WebSocket upstream {upstream} refused {peer} with {status}",
+            upstream=str(self.factory.upstream.address),
+            peer=self._peerName,
+            status=status,
+        )
+        if status is None or not 400 <= status <= 599:
+            status = 503 if status is None else 502
+        self._settle(denial(status))
+
+    def _settle(self, denial: ConnectionDeny | None) -> None:
+        """
+        End the wait for the upstream: cancel the deadline, and unless the
+        upstream opened (C{denial} is None) abandon it and refuse the browser.
+        """
+        accept, self._accept = self._accept, None
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+        if denial is None:
+            return
+        if self._connecting is not None:
+            self._connecting.cancel()
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            upstream.abandon()
+        if accept is not None and not self._gone:
+            self.factory.metrics.webSocketsRefused.labels(status=str(denial.code)).inc()
+            accept.errback(denial)
+        # If the browser is gone, the Deferred is dropped unfired: firing it
+        # would make Autobahn open (and call onOpen) after onClose.
+
+    def onOpen(self) -> None:
+        upstream, self._upstream = self._upstream, None
+        if self._gone or upstream is None:
+            return  # Autobahn's late open after a lost handshake (TWISTED.md 2).
+        if upstream.state != STATE_OPEN:
+            self.closeWith(*UPSTREAM_LOST)
+            return
+        join(self, upstream)
+        self.factory.sessions.started(self, upstream)
+
+    def shutdown(self) -> None:
+        """The proxy is stopping: refuse or close this browser (see L{Sessions.closeAll})."""
+        if self._accept is not None:
+            self._settle(denial(503))
+        else:
+            if self.session is not None and self.state == STATE_OPEN:
+                self.session.closing("proxy", 1001)
+            self.closeWith(1001, b"going away")
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._gone = True
+        if self._accept is not None:
+            self._settle(denial(503))
+        super().onClose(wasClean, code, reason)
+
+
+def _acceptDeflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return PerMessageDeflateOfferAccept(offer)
+    return None
+
+
+class BrowserFactory(WebSocketServerFactory):
+    """The server factory of every browser leg, and what those legs share."""
+
+    protocol = BrowserProtocol
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        settings: WebSocketSettings,
+        trusted: TrustedProxies,
+        sessions: Sessions,
+        logObserver: ILogObserver | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        super().__init__(server=None, reactor=upstream.reactor)
+        self.upstream = upstream
+        self.settings = settings
+        self.trusted = trusted
+        self.sessions = sessions
+        self.logObserver = logObserver
+        self.metrics = Metrics() if metrics is None else metrics
+        useReactorTimer(self, upstream.reactor)
+        self.setProtocolOptions(
+            webStatus=False,
+            maxMessagePayloadSize=settings.maxMessageSize,
+            failByDrop=False,
+            echoCloseCodeReason=True,
+            openHandshakeTimeout=settings.handshakeTimeout + 1.0,
+            autoPingInterval=settings.pingInterval,
+            autoPingTimeout=settings.pingTimeout if settings.pingInterval else 0,
+            perMessageCompressionAccept=(
+                _acceptDeflate if settings.compression else (lambda offers: None)
+            ),
+            # Streamlit decides about Origins, "null" included.
+            allowNullOrigin=True,
+        )
+
+
+__all__ = ["BrowserProtocol", "BrowserFactory", "denial"]

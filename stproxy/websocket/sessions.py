@@ -1,0 +1,103 @@
+"""
+Every relayed WebSocket of one proxy: its connections, for a graceful stop,
+and its sessions, for the metrics and the one log line each gets.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import ILogObserver
+
+from stproxy._autobahn import requestPath
+from stproxy.ops.logs import loggerFor
+from stproxy.ops.metrics import DOWNSTREAM, UPSTREAM, Metrics
+from stproxy.websocket.relay import RelayLeg, Session
+
+
+class Sessions:
+    """
+    The connections of either leg, from their C{connectionMade} to their
+    C{connectionLost}, and the sessions joined from them.
+
+    @ivar legs: every connection of either leg that is open now.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        metrics: Metrics,
+        logObserver: ILogObserver | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._metrics = metrics
+        self._log = loggerFor(self, logObserver)
+        self.legs: set[RelayLeg] = set()
+        self._allGone: list[Deferred[None]] = []
+
+    def track(self, leg: RelayLeg) -> None:
+        """C{leg}'s connection is open."""
+        self.legs.add(leg)
+
+    def forget(self, leg: RelayLeg) -> None:
+        """C{leg}'s connection is gone."""
+        self.legs.discard(leg)
+        if not self.legs:
+            waiting, self._allGone = self._allGone, []
+            for d in waiting:
+                d.callback(None)
+
+    def started(self, browser: RelayLeg, upstream: RelayLeg) -> None:
+        """Both legs are joined: count the session and bind its metric children."""
+        metrics = self._metrics
+        session = Session(browser, upstream, self._reactor.seconds(), self._ended)
+        browser.session = upstream.session = session
+        browser.messageCounter = metrics.relayedMessages[UPSTREAM]
+        browser.byteCounter = metrics.relayedBytes[UPSTREAM]
+        upstream.messageCounter = metrics.relayedMessages[DOWNSTREAM]
+        upstream.byteCounter = metrics.relayedBytes[DOWNSTREAM]
+        metrics.openWebSockets.inc()
+
+    def _ended(self, session: Session) -> None:
+        """One log line and the metrics for a WebSocket session whose legs are both gone."""
+        self._metrics.openWebSockets.dec()
+        self._metrics.webSocketClosed(session.code)
+        browser, upstream = session.browser, session.upstream
+        self._log.info(
+            "WebSocket session {path} from {peer} ended after {duration:.3f}s:"
+            " {messages_to_upstream} messages ({bytes_to_upstream} bytes) to upstream,"
+            " {messages_to_browser} ({bytes_to_browser} bytes) to browser;"
+            " closed by {closed_by} with {close_code}",
+            log_websocket=True,
+            path=requestPath(browser),  # type: ignore[arg-type]
+            peer=getattr(browser.transport.getPeer(), "host", "unknown"),
+            duration=round(self._reactor.seconds() - session.started, 6),
+            messages_to_upstream=browser.relayedMessages,
+            bytes_to_upstream=browser.relayedBytes,
+            messages_to_browser=upstream.relayedMessages,
+            bytes_to_browser=upstream.relayedBytes,
+            closed_by=session.closedBy,
+            close_code=session.code,
+        )
+
+    def closeAll(self, deadline: float = 5.0) -> Deferred[None]:
+        """
+        Close every relayed WebSocket: browsers still waiting for the upstream
+        get 503, open ones a 1001 "going away" close (the Streamlit frontend
+        then reconnects), and their upstream legs follow.  Fires once every
+        connection of either leg is gone; any still there after C{deadline}
+        seconds (a browser that stopped reading never takes its close frame)
+        is aborted.
+        """
+        if not self.legs:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._allGone.append(d)
+        for leg in list(self.legs):
+            leg.shutdown()
+        for leg in list(self.legs):
+            leg.abortLater(deadline)
+        return d
+
+
+__all__ = ["Sessions"]
