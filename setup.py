@@ -22,8 +22,8 @@ setup(
     package_dir={"": "."},
     packages=find_packages(include=["stproxy", "stproxy.*"]) + ["twisted.plugins"],
     install_requires=[
-        "twisted>=26.10",
-        "autobahn>=26.10",
+        "twisted>=26.10,<27",
+        "autobahn>=26.10,<27",
         "treq>=26.7",
         "service-identity>=26.1",
         "pyOpenSSL>=26.4",
@@ -38,6 +38,10 @@ setup(
             "selenium>=4.40",
             "pyyaml>=6",
             "websockets>=13",
+            # mypy.ini warns of unused ignores, which differ between releases: a
+            # mypy upgrade is a decision, like a Twisted one.
+            "mypy>=2.4,<2.5",
+            "mypy-zope>=1.0.17,<1.1",
         ],
     },
     entry_points={"console_scripts": ["stproxy = stproxy.__main__:main"]},

@@ -29,6 +29,7 @@ The top level:
 - C{tap}: the options and C{makeService} (the twistd plugin);
 - C{assembly}: C{assemble(config, reactor)}, the only place parts are wired;
 - C{service}: the root service and its graceful stop;
+- C{reactor}: the type of the reactor a proxy runs on, for annotations;
 - C{api}: L{StreamlitProxy} for asyncio programs; C{__main__}: C{python -m stproxy};
 - C{testing}: fakes for tests and embedding programs;
 - C{_twisted}, C{_autobahn}: every private API of Twisted and of Autobahn

@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     logging = options.config.logging
     startLogging(logging.level, format=logging.format)
-    service = makeService(options, reactor)
+    service = makeService(options)  # on the global reactor, imported above
 
     service.privilegedStartService()  # binds now: a busy port ends here, in one line
     reactor.callWhenRunning(service.startService)

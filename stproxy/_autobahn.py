@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from autobahn.websocket.protocol import WebSocketProtocol
 
 if TYPE_CHECKING:
+    from autobahn.websocket.protocol import WebSocketClientFactory, WebSocketServerFactory
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
@@ -52,14 +53,18 @@ class LeanProtocol:
     Subclasses implement L{messageReceived} and L{closeFrameReceived}.
     """
 
-    # From the Autobahn protocol class this is mixed into.
+    # From the Autobahn protocol class this is mixed into.  The transport is
+    # a TCP (or TLS) connection, an ITCPTransport, IConsumer and IPushProducer
+    # at once, which no one Twisted interface says; Autobahn leaves the last
+    # two untyped.  Autobahn annotates message_data without the None it
+    # assigns (the protocol classes mixing this in ignore that conflict).
     state: int
     transport: Any
-    send_queue: Any
     message_data: list[bytes] | None
     message_is_binary: bool
     failedByMe: bool
     droppedByMe: bool
+    send_queue: Any
     closeHandshakeTimeoutCall: Any
 
     def dataReceived(self, data: bytes) -> None:
@@ -191,7 +196,9 @@ class _Call:
             self._call.cancel()
 
 
-def useReactorTimer(factory: Any, reactor: IReactorTime) -> None:
+def useReactorTimer(
+    factory: WebSocketServerFactory | WebSocketClientFactory, reactor: IReactorTime
+) -> None:
     """Run the timers of C{factory}'s connections on C{reactor} (see L{ReactorTimer})."""
     factory._batched_timer = ReactorTimer(reactor)
 

@@ -27,7 +27,7 @@ Twisted below the next major version so that such a release is a decision.
     standard output, which twistd has replaced by its log.
   - C{twisted.internet._sslverify.IOpenSSLTrustRoot}: the interface of
     C{platformTrust()} and C{trustRootFromCertificates()}, for annotations
-    only (no public module re-exports it).
+    (no public module re-exports it).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http import HTTPChannel, HTTPFactory, _GenericHTTPChannelProtocol
 
 if TYPE_CHECKING:
-    from twisted.internet._sslverify import IOpenSSLTrustRoot as IOpenSSLTrustRoot
     from twisted.internet.interfaces import IProtocol
 
 

@@ -14,15 +14,18 @@ import asyncio
 import sys
 import threading
 from functools import partial
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred, maybeDeferred
 
 from stproxy.tap import Options, makeService
 
+if TYPE_CHECKING:
+    from stproxy.reactor import ProxyReactor
 
-def asyncioReactor(loop: asyncio.AbstractEventLoop) -> Any:
+
+def asyncioReactor(loop: asyncio.AbstractEventLoop) -> ProxyReactor:
     """
     The Twisted reactor running on C{loop}, installed and started on first use.
 
@@ -51,8 +54,11 @@ def asyncioReactor(loop: asyncio.AbstractEventLoop) -> Any:
         # The reactor never sees a "shutdown" event here (stopping it would
         # stop the asyncio loop under asyncio.run), so its thread pool, used
         # for name lookups, is never stopped: daemon threads let the program
-        # exit when its loop is done.
-        reactor.getThreadPool().threadFactory = partial(threading.Thread, daemon=True)
+        # exit when its loop is done.  (Twisted types threadFactory as
+        # type[Thread], from its default; the pool only calls it.)
+        reactor.getThreadPool().threadFactory = partial(  # type: ignore[assignment]
+            threading.Thread, daemon=True
+        )
     return reactor
 
 
@@ -75,7 +81,7 @@ class StreamlitProxy:
         self.streamlit_host = streamlit_host
         self.streamlit_port = streamlit_port
         self._arguments = list(arguments)
-        self._service: Any = None
+        self._service: IService | None = None
         self._serving: asyncio.Future[None] | None = None
         self._listening: asyncio.Future[list[tuple[str, int]]] | None = None
 

@@ -20,6 +20,9 @@ The tree::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
 from twisted.web.iweb import IPolicyForHTTPS
@@ -43,8 +46,11 @@ from stproxy.upstream.client import Upstream
 from stproxy.upstream.tls import upstreamPolicy
 from stproxy.websocket.resource import webSocketResource
 
+if TYPE_CHECKING:
+    from stproxy.reactor import ProxyReactor
 
-def assemble(config: Config, reactor: object, ownsProcess: bool = False) -> ProxyService:
+
+def assemble(config: Config, reactor: ProxyReactor, ownsProcess: bool = False) -> ProxyService:
     """
     Build the whole proxy: listeners, upstream pool, WebSocket relay,
     operations, the TLS edge, logging; ready to start under any Twisted
@@ -58,7 +64,7 @@ def assemble(config: Config, reactor: object, ownsProcess: bool = False) -> Prox
     log = publisherAt(config.logging.level, config.logging.format)
     metrics = Metrics()
     upstream = Upstream(
-        reactor,  # type: ignore[arg-type]
+        reactor,
         config.upstream,
         config.timeouts,
         tlsPolicy=_upstreamPolicy(config, log),
@@ -67,15 +73,15 @@ def assemble(config: Config, reactor: object, ownsProcess: bool = False) -> Prox
     site = buildSite(
         http=ReverseProxyResource(upstream, config.trusted, log, metrics),
         webSocket=relay,
-        reactor=reactor,  # type: ignore[arg-type]
+        reactor=reactor,
         maxBodySize=config.maxBodySize,
         accessLog=config.logging.accessLog,
         logObserver=log,
         hsts=config.tls.hsts,
     )
-    drain = Drain(reactor, metrics, log)  # type: ignore[arg-type]
+    drain = Drain(reactor, metrics, log)
     events = Logger("stproxy.access", None, log) if config.logging.format == "json" else None
-    site.instrument(drain, Accounting(reactor, metrics, events))  # type: ignore[arg-type]
+    site.instrument(drain, Accounting(reactor, metrics, events))
     certificates = {
         description: ServerCertificate(files) for description, files in config.tls.listeners.items()
     }
@@ -84,7 +90,7 @@ def assemble(config: Config, reactor: object, ownsProcess: bool = False) -> Prox
         for description in config.listen
     ]
     service = ProxyService(
-        reactor,  # type: ignore[arg-type]
+        reactor,
         upstream,
         drain,
         relay,
@@ -114,7 +120,11 @@ def _upstreamPolicy(config: Config, log: ILogObserver) -> IPolicyForHTTPS | None
 
 
 def _addOperations(
-    service: ProxyService, config: Config, reactor: object, metrics: Metrics, log: ILogObserver
+    service: ProxyService,
+    config: Config,
+    reactor: ProxyReactor,
+    metrics: Metrics,
+    log: ILogObserver,
 ) -> None:
     """
     With C{--admin}, the admin listener, and the upstream health poller its
@@ -141,7 +151,7 @@ def _addOperations(
 def _addRedirect(
     service: ProxyService,
     config: Config,
-    reactor: object,
+    reactor: ProxyReactor,
     certificates: dict[str, ServerCertificate],
     log: ILogObserver,
 ) -> None:
@@ -154,11 +164,15 @@ def _addRedirect(
     def httpsPort() -> int | None:
         if tls.redirectPort is not None:
             return tls.redirectPort
-        return listener.port.getHost().port if listener.port is not None else None  # type: ignore[attr-defined]
+        if listener.port is None:
+            return None
+        address = listener.port.getHost()
+        assert isinstance(address, (IPv4Address, IPv6Address))  # an ssl: listener's
+        return address.port
 
     site = ProxySite(
         RedirectToHTTPS(httpsPort, tls.acmeWebroot),
-        reactor,  # type: ignore[arg-type]
+        reactor,
         maxBodySize=config.maxBodySize,
         logObserver=log,
     )

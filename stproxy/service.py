@@ -133,10 +133,12 @@ class ProxyService(MultiService):
             "stproxy stopping: draining for up to {timeout} s", timeout=self.shutdownTimeout
         )
         public = [s for s in self.services if _isPublic(s.name)]
-        stopped = gatherResults([maybeDeferred(s.stopService) for s in public])
-        stopped.addCallback(lambda _: self._drain())
-        stopped.addCallback(lambda _: self._stopRest())
-        stopped.addCallback(lambda _: self._log.info("stproxy stopped"))
+        stopped = (
+            gatherResults([maybeDeferred(s.stopService) for s in public])
+            .addCallback(lambda _: self._drain())
+            .addCallback(lambda _: self._stopRest())
+            .addCallback(lambda _: self._log.info("stproxy stopped"))
+        )
         if self.ownsProcess:
             stopped.addCallback(lambda _: forgetExitSignal(self._reactor))
         stopped.addErrback(self._stopFailed)
@@ -146,16 +148,16 @@ class ProxyService(MultiService):
     def _stopFailed(self, failure: Failure) -> None:
         self._log.failure("Stopping stproxy failed", failure)
 
-    def _drain(self) -> Deferred[object]:
-        waits: list[Deferred[None]] = [
+    def _drain(self) -> Deferred[list[None]]:
+        waits = [
             self.drain.drain(self.shutdownTimeout),
             self.webSocket.closeAll(self.shutdownTimeout),
         ]
-        return gatherResults(waits)  # type: ignore[return-value]
+        return gatherResults(waits)
 
-    def _stopRest(self) -> Deferred[object]:
+    def _stopRest(self) -> Deferred[list[None]]:
         rest = [s for s in reversed(self.services) if s.running]
-        return gatherResults([maybeDeferred(s.stopService) for s in rest])  # type: ignore[return-value]
+        return gatherResults([maybeDeferred(s.stopService) for s in rest])
 
     @property
     def ports(self) -> list[IListeningPort]:

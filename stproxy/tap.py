@@ -22,6 +22,7 @@ from stproxy.assembly import assemble
 from stproxy.config import Config, ConfigError, Timeouts
 from stproxy.parse import DEFAULT_UPSTREAM_HOST, DEFAULT_UPSTREAM_PORT
 from stproxy.parsetls import TLSFlags, tlsSettings
+from stproxy.reactor import ProxyReactor, globalReactor
 
 
 class Options(usage.Options):
@@ -239,7 +240,7 @@ class Options(usage.Options):
         )
 
 
-def makeService(options: Options, reactor: object = None) -> IService:
+def makeService(options: Options, reactor: ProxyReactor | None = None) -> IService:
     """
     Build the whole proxy as a service, ready to start under any Twisted
     application (L{stproxy.assembly.assemble}).
@@ -251,9 +252,7 @@ def makeService(options: Options, reactor: object = None) -> IService:
     @param reactor: the reactor to run on; the global one when C{None}.
     """
     if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        reactor = globalReactor
+        reactor = globalReactor()
     return assemble(options.config, reactor, ownsProcess=options.exitOnError)
 
 

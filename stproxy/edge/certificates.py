@@ -19,7 +19,7 @@ import datetime
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,6 +33,10 @@ from twisted.internet.ssl import (
 )
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+    from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 #: The lowest TLS version a listener may be told to accept, by its C{--tls-min-version} name.
 MIN_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
@@ -89,7 +93,7 @@ def loadCertificates(path: str, what: str = "certificate") -> list[x509.Certific
         raise CertificateError(f"{path}: not a valid PEM certificate ({what})") from None
 
 
-def loadPrivateKey(path: str) -> Any:
+def loadPrivateKey(path: str) -> PrivateKeyTypes:
     """
     The private key in the PEM file at C{path} (which may also hold the certificate).
 
@@ -109,7 +113,7 @@ def loadPrivateKey(path: str) -> Any:
         raise CertificateError(f"{path}: not a valid PEM private key") from None
 
 
-def _publicBytes(key: Any) -> bytes:
+def _publicBytes(key: PublicKeyTypes) -> bytes:
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -189,10 +193,12 @@ def loadServerCertificate(
     if files.dhParameters:
         _read(files.dhParameters, "DH parameters")
         dh = DiffieHellmanParameters.fromFile(FilePath(files.dhParameters))
+    # Twisted annotates these as pyOpenSSL's PKey and X509; the OpenSSL
+    # context it hands them to takes cryptography's keys and certificates too.
     options = CertificateOptions(
-        privateKey=key,
-        certificate=leaf,
-        extraCertChain=extra,
+        privateKey=key,  # type: ignore[arg-type]
+        certificate=leaf,  # type: ignore[arg-type]
+        extraCertChain=extra,  # type: ignore[arg-type]
         verify=bool(clientCAs),
         caCerts=[crypto.X509.from_cryptography(c) for c in clientCAs] or None,
         requireCertificate=True,
@@ -222,6 +228,10 @@ def _sslReason(error: SSL.Error) -> str:
     return "; ".join(r for r in reasons if r) or str(error)
 
 
+#: A file's modification time, size, inode and device; None when it is missing.
+_Stamp = tuple[int, int, int, int] | None
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerCertificate:
     """
@@ -240,7 +250,7 @@ class ServerCertificate:
         self._stamp = self._fileStamp()
         self.current = loadServerCertificate(files, now)
 
-    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         return self.current.options.serverConnectionForTLS(tlsProtocol)
 
     def reload(self, now: datetime.datetime | None = None) -> LoadedCertificate:
@@ -260,8 +270,8 @@ class ServerCertificate:
         """
         return self._fileStamp() != self._stamp
 
-    def _fileStamp(self) -> tuple[Any, ...]:
-        stamps = []
+    def _fileStamp(self) -> tuple[_Stamp, ...]:
+        stamps: list[_Stamp] = []
         for path in self.files.paths():
             try:
                 info = os.stat(path)

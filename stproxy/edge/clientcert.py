@@ -6,12 +6,16 @@ authenticated user.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import ISSLTransport
 
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import ITransport
+    from twisted.web.iweb import IRequest
 
-def peerCertificateSubject(transport: Any) -> str | None:
+
+def peerCertificateSubject(transport: ITransport | None) -> str | None:
     """
     The subject (RFC 4514, e.g. C{CN=alice,O=Example}) of the client
     certificate verified on C{transport}'s TLS handshake, or C{None} when it
@@ -28,7 +32,7 @@ def peerCertificateSubject(transport: Any) -> str | None:
     return str(chain[0].subject.rfc4514_string())
 
 
-def clientCertificateSubject(request: Any) -> str | None:
+def clientCertificateSubject(request: IRequest) -> str | None:
     """
     Who the client certificate of C{request}'s connection was issued to
     (RFC 4514 subject), or C{None} without one.

@@ -16,12 +16,17 @@ to L{serverFromString} unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 
 from stproxy.edge.certificates import ServerCertificate, ServerTLSFiles
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorSSL
+
+    from stproxy.reactor import ProxyReactor
 
 #: Options of Twisted's C{ssl:} syntax that stproxy accepts, in Twisted's positional order.
 SSL_OPTIONS = (
@@ -155,6 +160,8 @@ class SSLDescription:
 
         @raise ValueError: when no certificate is named anywhere.
         """
+        certPath: str | None
+        keyPath: str | None
         if self.privateKey or self.certKey:
             if not self.privateKey:
                 raise ValueError("certKey= needs privateKey= (the private key file) too")
@@ -176,7 +183,9 @@ class SSLDescription:
             minVersion=minVersion,
         )
 
-    def endpoint(self, reactor: Any, certificate: ServerCertificate) -> IStreamServerEndpoint:
+    def endpoint(
+        self, reactor: IReactorSSL, certificate: ServerCertificate
+    ) -> IStreamServerEndpoint:
         """A server endpoint listening here with C{certificate}'s TLS."""
         return SSL4ServerEndpoint(
             reactor, self.port, certificate, backlog=self.backlog, interface=self.interface
@@ -184,7 +193,7 @@ class SSLDescription:
 
 
 def listenerEndpoint(
-    reactor: Any, description: str, certificates: dict[str, ServerCertificate]
+    reactor: ProxyReactor, description: str, certificates: dict[str, ServerCertificate]
 ) -> IStreamServerEndpoint:
     """
     The endpoint for one C{--listen}: an C{ssl:} one from stproxy's own
@@ -192,7 +201,8 @@ def listenerEndpoint(
     """
     if isSSLDescription(description):
         return SSLDescription.parse(description).endpoint(reactor, certificates[description])
-    return serverFromString(reactor, description)
+    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
+    return endpoint
 
 
 __all__ = ["SSL_OPTIONS", "SSLDescription", "isSSLDescription", "listenerEndpoint"]

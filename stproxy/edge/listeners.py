@@ -43,7 +43,7 @@ class AnnouncedEndpoint:
             address = port.getHost()
             where = (
                 f"{address.host}:{address.port}"
-                if hasattr(address, "port")
+                if hasattr(address, "host") and hasattr(address, "port")
                 else str(getattr(address, "name", address))
             )
             self._log.info(self._message, where=where, description=self.description)

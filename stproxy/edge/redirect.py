@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.web.pages import errorPage
 from twisted.web.resource import Resource
@@ -62,7 +62,7 @@ class RedirectToHTTPS(Resource):
         self._httpsPort = httpsPort
         self._acmeWebroot = acmeWebroot
 
-    def render(self, request: Request) -> Any:
+    def render(self, request: Request) -> object:
         target = request.uri if request.uri.startswith(b"/") else b"/"
         if self._acmeWebroot and target.startswith(ACME_PREFIX):
             return self._challenge(request, target[len(ACME_PREFIX) :])
@@ -80,7 +80,7 @@ class RedirectToHTTPS(Resource):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"Moved to " + location + b"\n"
 
-    def _challenge(self, request: Request, token: bytes) -> bytes:
+    def _challenge(self, request: Request, token: bytes) -> object:
         """The ACME challenge file named C{token}, or 404; never anything else from disk."""
         path = None
         if _ACME_TOKEN.match(token) and request.method in (b"GET", b"HEAD"):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any, Mapping
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
@@ -22,6 +23,9 @@ from twisted.logger import ILogObserver
 
 from stproxy.edge.certificates import CertificateError, ServerCertificate
 from stproxy.ops.logs import loggerFor
+
+if TYPE_CHECKING:
+    from stproxy.reactor import ProxyReactor
 
 #: Seconds between checks of the certificate files for changes.
 DEFAULT_RELOAD_INTERVAL = 5.0
@@ -44,7 +48,7 @@ class TLSService(Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ProxyReactor,
         certificates: Mapping[str, ServerCertificate],
         reloadInterval: float = DEFAULT_RELOAD_INTERVAL,
         logObserver: ILogObserver | None = None,
@@ -56,7 +60,7 @@ class TLSService(Service):
         self._insecureUpstream = insecureUpstream
         self._log = loggerFor(self, logObserver)
         self._loop: LoopingCall | None = None
-        self._previousHandler: Any = None
+        self._previousHandler: Callable[[int, FrameType | None], Any] | int | None = None
         self._handling = False
 
     def startService(self) -> None:
@@ -143,7 +147,7 @@ class TLSService(Service):
         self._previousHandler = signal.signal(signal.SIGHUP, self._onSIGHUP)
         self._handling = True
 
-    def _onSIGHUP(self, signum: int, frame: Any) -> None:
+    def _onSIGHUP(self, signum: int, frame: FrameType | None) -> None:
         self._reactor.callFromThread(self.reloadAll, "SIGHUP")
         if callable(self._previousHandler):
             self._previousHandler(signum, frame)

@@ -42,6 +42,10 @@ class Exchange(Protocol):
     keeps reading for nobody.
     """
 
+    # What Twisted delivers a response body through: a producer for the
+    # upstream connection, which Protocol annotates as an ITransport.
+    transport: IPushProducer | None  # type: ignore[assignment]
+
     def __init__(
         self,
         request: Request,
@@ -198,8 +202,9 @@ class Exchange(Protocol):
 
 def _describe(failure: Failure) -> str:
     """A short human reason for an upstream failure, for the page and the log."""
-    if failure.check(ResponseFailed, ResponseNeverReceived):
-        reasons = [r.getErrorMessage() or r.type.__name__ for r in failure.value.reasons]
+    value = failure.value
+    if isinstance(value, (ResponseFailed, ResponseNeverReceived)):
+        reasons = [r.getErrorMessage() or r.type.__name__ for r in value.reasons]
         return "connection lost: " + "; ".join(reasons)
     if failure.check(DNSLookupError):
         return "host name not found"

@@ -10,7 +10,6 @@ caps their size).
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
@@ -99,7 +98,7 @@ class ReverseProxyResource(Resource):
         reactor: IReactorTime = upstream.reactor
         self._cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
 
-    def render(self, request: Request) -> Any:
+    def render(self, request: Request) -> object:
         refused = refusal(request)
         if refused is not None:
             status, title, detail = refused
@@ -119,8 +118,10 @@ class ReverseProxyResource(Resource):
             headers.setRawHeaders(b"host", [self._upstream.address.netloc.encode("idna")])
         body = None
         if _hasBody(request):
-            request.content.seek(0)
-            body = FileBodyProducer(request.content, cooperator=self._cooperator)
+            content = request.content
+            assert content is not None  # spooled by twisted.web before rendering
+            content.seek(0)
+            body = FileBodyProducer(content, cooperator=self._cooperator)
         Exchange(request, self._upstream, self._logObserver, self._metrics).send(headers, body)
         return NOT_DONE_YET
 

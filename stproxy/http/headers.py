@@ -160,9 +160,9 @@ def forwardingHeaders(headers: Headers, peer: Peer, trusted: TrustedProxies) -> 
     )
     if peer.address in trusted:
         chain = headers.getRawHeaders(b"x-forwarded-for", [])
-        result.setRawHeaders(b"x-forwarded-for", [b", ".join(chain + [node])])
+        result.setRawHeaders(b"x-forwarded-for", [b", ".join([*chain, node])])
         forwarded = headers.getRawHeaders(b"forwarded", [])
-        result.setRawHeaders(b"forwarded", [b", ".join(forwarded + [element])])
+        result.setRawHeaders(b"forwarded", [b", ".join([*forwarded, element])])
         if not headers.hasHeader(b"x-forwarded-proto"):
             result.setRawHeaders(b"x-forwarded-proto", [proto])
         if host and not headers.hasHeader(b"x-forwarded-host"):

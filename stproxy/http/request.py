@@ -57,7 +57,8 @@ class ProxyRequest(Request):
     @property
     def policy(self) -> RequestPolicy:
         """The site that made this request."""
-        site: RequestPolicy = self.channel.site
+        # Site.buildProtocol sets it; HTTPChannel does not declare it.
+        site: RequestPolicy = self.channel.site  # type: ignore[attr-defined]
         return site
 
     def _limit(self) -> int:
@@ -92,6 +93,7 @@ class ProxyRequest(Request):
         # "100 Continue" after the 413.
         self.requestHeaders.removeHeader(b"expect")
         transport = self.channel.transport
+        assert transport is not None  # the body is arriving on it
         transport.write(_TOO_LARGE)
         transport.loseConnection()
 

@@ -4,8 +4,6 @@ The root of stproxy's resource tree: upgrade or not, whatever the path.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
@@ -34,12 +32,13 @@ class ProxyRoot(Resource):
         self._http = http
         self._webSocket = webSocket
 
-    def render(self, request: Request) -> Any:
+    def render(self, request: Request) -> object:
         if isWebSocketUpgrade(request) and request.uri.startswith(b"/"):
             result = self._webSocket.render(request)
             if request.channel.transport is None:
-                # The connection now belongs to the relay.
-                request.channel.site.handedOver(request)
+                # The connection now belongs to the relay.  (Site.buildProtocol
+                # sets the channel's site; HTTPChannel does not declare it.)
+                request.channel.site.handedOver(request)  # type: ignore[attr-defined]
             return result
         return self._http.render(request)
 

@@ -7,9 +7,11 @@ counted and logged (L{stproxy.http.accesslog}).
 from __future__ import annotations
 
 from twisted.internet.interfaces import IProtocol, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -30,7 +32,7 @@ class _TrackedChannel(HTTPChannel):
         if self.site.drain is not None:
             self.site.drain.connectionOpened(self)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.site.drain is not None:
             self.site.drain.connectionClosed(self)
         super().connectionLost(reason)
@@ -80,6 +82,8 @@ class ProxySite(StandardOutputLogMixin, Site):
         self.noisy = False
         self.displayTracebacks = False
 
+    # HTTPFactory.protocol is annotated as a class attribute returning
+    # Twisted's private wrapper class; this method builds that same wrapper.
     def protocol(self) -> IProtocol:  # type: ignore[override]
         """A channel that reports to L{drain}, in twisted.web's own wrapper."""
         return channelProtocol(_TrackedChannel())
@@ -105,7 +109,7 @@ class ProxySite(StandardOutputLogMixin, Site):
         if self.drain is not None:
             self.drain.requestEnded(request)
 
-    def log(self, request: Request) -> None:
+    def log(self, request: HTTPRequest) -> None:
         """
         The combined-format line (C{--access-log}, or twistd's log when none
         is given), unless JSON access events replace the latter.

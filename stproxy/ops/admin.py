@@ -14,8 +14,9 @@ the reactor's thread pool, where a scrape of a few kilobytes needs no thread.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -71,7 +72,7 @@ def adminResource(metrics: Metrics, ready: Callable[[], bool]) -> Resource:
     return root
 
 
-def adminSite(metrics: Metrics, ready: Callable[[], bool], reactor: Any) -> Site:
+def adminSite(metrics: Metrics, ready: Callable[[], bool], reactor: IReactorTime) -> Site:
     """The L{Site} for the admin listener; it keeps no access log."""
     site = Site(adminResource(metrics, ready), reactor=reactor)
     site.displayTracebacks = False

@@ -10,7 +10,7 @@ ends those).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import ILogObserver
@@ -19,6 +19,7 @@ from stproxy.ops.logs import loggerFor
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.web.http import HTTPChannel, Request
 
     from stproxy.ops.metrics import Metrics
 
@@ -43,28 +44,28 @@ class Drain:
         self._reactor = reactor
         self._metrics = metrics
         self._log = loggerFor(self, logObserver)
-        self.connections: set[Any] = set()
+        self.connections: set[HTTPChannel] = set()
         #: Each request in flight, and the connection (channel) it came on:
         #: twisted.web deletes C{request.channel} when a request finishes.
-        self.requests: dict[Any, Any] = {}
+        self.requests: dict[Request, HTTPChannel] = {}
         self._idle: list[Deferred[None]] = []
         self._deadline: IDelayedCall | None = None
 
     # Connections (HTTPChannel instances).
-    def connectionOpened(self, channel: Any) -> None:
+    def connectionOpened(self, channel: HTTPChannel) -> None:
         self.connections.add(channel)
         self._metrics.openConnections.inc()
 
-    def connectionClosed(self, channel: Any) -> None:
+    def connectionClosed(self, channel: HTTPChannel) -> None:
         if channel in self.connections:
             self.connections.discard(channel)
             self._metrics.openConnections.dec()
 
     # Requests.
-    def requestStarted(self, request: Any, channel: Any) -> None:
+    def requestStarted(self, request: Request, channel: HTTPChannel) -> None:
         self.requests[request] = channel
 
-    def requestEnded(self, request: Any) -> None:
+    def requestEnded(self, request: Request) -> None:
         """C{request} finished, failed or was handed to the WebSocket relay."""
         if request not in self.requests:
             return
@@ -76,7 +77,7 @@ class Drain:
             if not self.requests:
                 self._done()
 
-    def _busy(self, channel: Any) -> bool:
+    def _busy(self, channel: HTTPChannel) -> bool:
         return any(c is channel for c in self.requests.values())
 
     def drain(self, timeout: float) -> Deferred[None]:

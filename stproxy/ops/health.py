@@ -9,7 +9,7 @@ as a failure unless a 200 arrives within that interval.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -23,6 +23,9 @@ from stproxy.config import HEALTH_PATH
 from stproxy.ops.logs import loggerFor
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+    from twisted.web.iweb import IResponse
+
     from stproxy.ops.metrics import Metrics
     from stproxy.upstream.client import Upstream
 
@@ -52,7 +55,7 @@ class HealthPoller(Service):
         """
         self._upstream = upstream
         self.path = path
-        self._reactor: Any = upstream.reactor
+        self._reactor: IReactorTime = upstream.reactor
         self.interval = interval
         self._metrics = metrics
         self._log = loggerFor(self, logObserver)
@@ -83,14 +86,15 @@ class HealthPoller(Service):
         """One poll; skipped while the previous one is still waiting."""
         if self._inFlight is not None:
             return None
-        d = self._upstream.request(b"GET", self.path, Headers(), None)
-        d.addCallback(self._gotResponse)
-        d.addTimeout(self.interval, self._reactor)
-        d.addCallbacks(self._passed, self._failed)
-        self._inFlight = d
+        self._inFlight = (
+            self._upstream.request(b"GET", self.path, Headers(), None)
+            .addCallback(self._gotResponse)
+            .addTimeout(self.interval, self._reactor)
+            .addCallbacks(self._passed, self._failed)
+        )
         return None  # LoopingCall must not wait on a hanging upstream.
 
-    def _gotResponse(self, response: Any) -> Deferred[int]:
+    def _gotResponse(self, response: IResponse) -> Deferred[int]:
         return readBody(response).addCallback(lambda _: response.code)
 
     def _passed(self, code: int) -> None:
@@ -105,7 +109,7 @@ class HealthPoller(Service):
     def _failed(self, failure: Failure) -> None:
         self._inFlight = None
         self._lastOk = None
-        self._report(False, failure.getErrorMessage() or failure.type.__name__)
+        self._report(False, failure.getErrorMessage() or failure.value.__class__.__name__)
 
     def _report(self, healthy: bool, why: str) -> None:
         self._metrics.upstreamHealthy.set(1 if healthy else 0)

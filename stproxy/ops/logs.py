@@ -29,11 +29,12 @@ import json
 import re
 import sys
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
+    LogEvent,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
@@ -65,7 +66,7 @@ class _Redacting:
     def __init__(self, observer: ILogObserver) -> None:
         self._observer = observer
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: LogEvent) -> None:
         changed = None
         for key, value in event.items():
             if isinstance(value, str) and _SECRET.search(value):
@@ -92,7 +93,7 @@ class JSONLinesObserver:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: LogEvent) -> None:
         record: dict[str, Any] = {
             "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(),
             "level": getattr(event.get("log_level"), "name", "info"),
@@ -126,11 +127,12 @@ def publisherAt(level: LogLevel, format: str = "text") -> ILogObserver:
     """
     target: ILogObserver = globalLogPublisher
     if format == "json":
-        target = JSONLinesObserver(sys.__stdout__)
+        # None only in a process started without a standard output at all.
+        target = JSONLinesObserver(cast(TextIO, sys.__stdout__))
     return levelFiltered(_Redacting(target), level)
 
 
-def loggerFor(source: Any, observer: ILogObserver | None) -> Logger:
+def loggerFor(source: object, observer: ILogObserver | None) -> Logger:
     """
     A L{Logger} for C{source} (namespace C{module.Class}, like a class-level
     C{Logger()}) that emits to C{observer}, or to the global publisher when

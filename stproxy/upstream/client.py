@@ -23,7 +23,9 @@ from stproxy.upstream.address import UpstreamAddress
 from stproxy.upstream.tls import handshakenTLSEndpoint
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint
+    from twisted.internet.interfaces import IStreamClientEndpoint
+
+    from stproxy.reactor import TCPReactor
 
 #: uvicorn (under Streamlit) drops idle keep-alive connections after 5 s; ours
 #: must go first, or a request can be written to a connection being closed.
@@ -40,7 +42,7 @@ class Upstream:
 
     def __init__(
         self,
-        reactor: IReactorTCP,
+        reactor: TCPReactor,
         address: UpstreamAddress,
         timeouts: Timeouts = Timeouts(),
         agent: IAgent | None = None,
@@ -59,7 +61,8 @@ class Upstream:
         self.tlsPolicy = tlsPolicy if tlsPolicy is not None else BrowserLikePolicyForHTTPS()
         self._pool = QuietConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 10
-        self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT
+        # Twisted infers int from its default (240); the pool passes it to callLater.
+        self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT  # type: ignore[assignment]
         if agent is None:
             agent = Agent(
                 reactor,
@@ -99,7 +102,7 @@ class Upstream:
             timedOut.append(True)
             d.cancel()
 
-        call = self.reactor.callLater(self.timeouts.response, onTimeout)  # type: ignore[attr-defined]
+        call = self.reactor.callLater(self.timeouts.response, onTimeout)
 
         def done(result: object) -> object:
             if call.active():
@@ -127,7 +130,8 @@ class Upstream:
 
     def close(self) -> Deferred[None]:
         """Drop every idle pooled connection; fires when they are closed."""
-        return self._pool.closeCachedConnections()
+        closed: Deferred[None] = self._pool.closeCachedConnections()
+        return closed
 
 
 class ResponseTimeout(Exception):

@@ -17,11 +17,11 @@ would have refused a connection for is logged as a warning.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from service_identity.cryptography import (
     verify_certificate_hostname,
     verify_certificate_ip_address,
@@ -34,6 +34,7 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IStreamClientEndpoint,
+    ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import Certificate as TwistedCertificate
@@ -42,7 +43,7 @@ from twisted.internet.ssl import (
     platformTrust,
     trustRootFromCertificates,
 )
-from twisted.logger import ILogObserver
+from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
@@ -52,7 +53,9 @@ from stproxy.edge.certificates import loadCertificates
 from stproxy.ops.logs import loggerFor
 
 if TYPE_CHECKING:
-    from twisted.internet._sslverify import IOpenSSLTrustRoot
+    from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+    from stproxy._twisted import IOpenSSLTrustRoot
 
 _VERIFY_ERRORS = {
     value: name.removeprefix("ERR_").lower().replace("_", " ")
@@ -68,9 +71,10 @@ def trustRootFromFile(path: str) -> IOpenSSLTrustRoot:
     @raise stproxy.edge.certificates.CertificateError: naming the file.
     """
     certificates = loadCertificates(path, "upstream CA")
-    return trustRootFromCertificates(
+    trustRoot: IOpenSSLTrustRoot = trustRootFromCertificates(
         [TwistedCertificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certificates]
     )
+    return trustRoot
 
 
 def upstreamPolicy(
@@ -117,20 +121,20 @@ def _isIPAddress(host: str) -> bool:
 
 @implementer(IOpenSSLClientConnectionCreator)
 class _UnverifiedCreator:
-    def __init__(self, hostname: str, port: int, trustRoot: IOpenSSLTrustRoot, log: Any) -> None:
+    def __init__(self, hostname: str, port: int, trustRoot: IOpenSSLTrustRoot, log: Logger) -> None:
         self._hostname = hostname
         self._port = port
         self._options = CertificateOptions(trustRoot=trustRoot)
         self._log = log
 
-    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         connection = self._options.clientConnectionForTLS(tlsProtocol)
         isIP = _isIPAddress(self._hostname)
         if not isIP:
             connection.set_tlsext_host_name(self._hostname.encode("idna"))
         problems: list[str] = []
 
-        def check(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
+        def check(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
             # OpenSSL calls this once per problem, then once with ok=1 per
             # certificate from the root down; the leaf's (depth 0) comes last.
             try:
@@ -205,15 +209,19 @@ class _UntilHandshake(Protocol):
     """
 
     done: Deferred[IProtocol]
+    transport: TLSMemoryBIOProtocol | None
 
     def __init__(self, protocolFactory: IProtocolFactory) -> None:
         self._protocolFactory = protocolFactory
 
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport  # not connectionMade: the handshake is not done yet
+    def makeConnection(self, transport: ITransport) -> None:
+        # Not connectionMade: the handshake is not done yet.  The transport is
+        # the TLS protocol wrapping this one (wrapClientTLS).
+        self.transport = cast("TLSMemoryBIOProtocol", transport)
 
     def handshakeCompleted(self) -> None:
         transport = self.transport
+        assert transport is not None  # the handshake was on it
         protocol = self._protocolFactory.buildProtocol(transport.getPeer())
         if protocol is None:
             transport.abortConnection()

@@ -42,6 +42,7 @@ from stproxy.websocket.sessions import Sessions
 from stproxy.websocket.upstream import UpstreamFactory, UpstreamProtocol
 
 if TYPE_CHECKING:
+    from autobahn.websocket.compress import PerMessageCompressOffer
     from twisted.internet.interfaces import IDelayedCall
 
 
@@ -49,7 +50,10 @@ def denial(code: int) -> ConnectionDeny:
     return ConnectionDeny(code, RESPONSES.get(code, b"Error").decode("ascii"))
 
 
-class BrowserProtocol(RelayLeg, WebSocketServerProtocol):
+# Autobahn's own classes disagree about _transport_details and peer, and it
+# types message_data and localClose* narrower than what it assigns (see
+# LeanProtocol in stproxy._autobahn).
+class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
     """
     The browser's leg: accepts once the upstream has, then relays.
 
@@ -67,21 +71,19 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):
     _gone = False
 
     def connectionMade(self) -> None:
-        super().connectionMade()
         self._log = loggerFor(self, self.factory.logObserver)
-        self.factory.sessions.track(self)
+        super().connectionMade()
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        try:
-            super().connectionLost(reason)
-        finally:
-            self.factory.sessions.forget(self)
+    @property
+    def tracker(self) -> Sessions:
+        return self.factory.sessions
 
     @property
     def _peerName(self) -> str:
         return str(getattr(self.transport.getPeer(), "host", "unknown"))
 
-    def onConnect(self, request: ConnectionRequest) -> Deferred[str | None]:
+    # Autobahn's annotation leaves out the Deferred it accepts (txaio.as_future).
+    def onConnect(self, request: ConnectionRequest) -> Deferred[str | None]:  # type: ignore[override]
         target, host, headers = parseRequestHead(requestHead(self))
         if not target.startswith(b"/") or host is None:
             raise denial(400)
@@ -207,7 +209,7 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):
         super().onClose(wasClean, code, reason)
 
 
-def _acceptDeflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
+def _acceptDeflate(offers: list[PerMessageCompressOffer]) -> PerMessageDeflateOfferAccept | None:
     for offer in offers:
         if isinstance(offer, PerMessageDeflateOffer):
             return PerMessageDeflateOfferAccept(offer)
@@ -217,7 +219,9 @@ def _acceptDeflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
 class BrowserFactory(WebSocketServerFactory):
     """The server factory of every browser leg, and what those legs share."""
 
-    protocol = BrowserProtocol
+    # Autobahn's factories subclass Twisted's generic Factory without naming
+    # their protocol, so mypy wants one whose factory is a plain Factory.
+    protocol = BrowserProtocol  # type: ignore[assignment]
 
     def __init__(
         self,

@@ -21,14 +21,16 @@ them); keepalive on the browser leg is Autobahn's auto-ping.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 from autobahn.exception import Disconnected, PayloadExceededError
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketServerFactory
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.interfaces import IPushProducer
-from zope.interface import implementer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
 
 from stproxy._autobahn import STATE_CLOSED, STATE_OPEN, LeanProtocol
+from stproxy.websocket.valve import ReadingValve
 
 CLOSE_MESSAGE_TOO_BIG = WebSocketProtocol.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG
 
@@ -40,42 +42,6 @@ UPSTREAM_LOST = (WebSocketProtocol.CLOSE_STATUS_CODE_SERVICE_RESTART, b"service 
 #: What Streamlit is told when the browser's connection ends without a close
 #: frame: what a browser sends itself when a page goes away.
 BROWSER_LOST = (WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY, b"going away")
-
-
-@implementer(IPushProducer)
-class ReadingValve:
-    """
-    Pauses reading from one leg while the other leg's transport is full.
-
-    It is registered as the streaming producer of the I{other} leg's
-    transport, which pauses it when its write buffer passes its high-water
-    mark and resumes it once drained.  It is deliberately not the source
-    transport itself: the target transport calls C{stopProducing} on its
-    producer when it disconnects, and that must not abort the source.
-
-    @ivar paused: whether reading from the source is paused by this valve.
-    """
-
-    paused = False
-
-    def __init__(self, source: IPushProducer) -> None:
-        """
-        @param source: the transport to pause reading from.
-        """
-        self._source = source
-
-    def pauseProducing(self) -> None:
-        if not self.paused:
-            self.paused = True
-            self._source.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        if self.paused:
-            self.paused = False
-            self._source.resumeProducing()
-
-    def stopProducing(self) -> None:
-        """The target is gone; L{RelayLeg.onClose} reopens the source."""
 
 
 class _NoCounter:
@@ -128,6 +94,14 @@ class _Counter(Protocol):
     def inc(self, amount: float = 1) -> None: ...
 
 
+class LegTracker(Protocol):
+    """What keeps count of the open connections of either leg (L{stproxy.websocket.sessions})."""
+
+    def track(self, leg: RelayLeg) -> None: ...
+
+    def forget(self, leg: RelayLeg) -> None: ...
+
+
 class RelayLeg(LeanProtocol):
     """
     What both legs share, mixed in before the Autobahn protocol class.
@@ -160,7 +134,22 @@ class RelayLeg(LeanProtocol):
     remoteCloseCode: int | None
     remoteCloseReason: str | None
     closeHandshakeTimeout: float
-    factory: Any
+    factory: WebSocketServerFactory | WebSocketClientFactory
+
+    @property
+    def tracker(self) -> LegTracker:
+        """Where this leg's connection is tracked from made to lost (its factory's)."""
+        raise NotImplementedError
+
+    def connectionMade(self) -> None:
+        super().connectionMade()  # type: ignore[misc]
+        self.tracker.track(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        try:
+            super().connectionLost(reason)  # type: ignore[misc]
+        finally:
+            self.tracker.forget(self)
 
     def messageReceived(self, payload: bytes, isBinary: bool) -> None:
         """A whole message arrived: send it on as it is (never logged)."""
@@ -227,7 +216,7 @@ class RelayLeg(LeanProtocol):
                 reason = None
             self.sendCloseWith(code, reason)
 
-    _abortCall: Any = None
+    _abortCall: IDelayedCall | None = None
 
     def abortLater(self, seconds: float | None = None) -> None:
         """
@@ -298,7 +287,6 @@ def join(browser: RelayLeg, upstream: RelayLeg) -> None:
 __all__ = [
     "RelayLeg",
     "Session",
-    "ReadingValve",
     "join",
     "UPSTREAM_LOST",
     "BROWSER_LOST",

@@ -10,7 +10,6 @@ from typing import Protocol
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectionResponse
-from twisted.python.failure import Failure
 
 from stproxy._autobahn import STATE_OPEN, UpstreamHandshake, useReactorTimer
 from stproxy.upstream.client import Upstream
@@ -29,22 +28,19 @@ class WaitingBrowser(Protocol):
         """The upstream connection ended before its handshake completed."""
 
 
-class UpstreamProtocol(UpstreamHandshake, RelayLeg, WebSocketClientProtocol):
+# Autobahn's own classes disagree about _transport_details and peer, and it
+# types message_data and localClose* narrower than what it assigns (see
+# LeanProtocol in stproxy._autobahn).
+class UpstreamProtocol(UpstreamHandshake, RelayLeg, WebSocketClientProtocol):  # type: ignore[misc]
     """The upstream leg: one Autobahn client connection per browser connection."""
 
     factory: UpstreamFactory
     lostCode = UPSTREAM_LOST
     side = "upstream"
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.factory.sessions.track(self)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        try:
-            super().connectionLost(reason)
-        finally:
-            self.factory.sessions.forget(self)
+    @property
+    def tracker(self) -> Sessions:
+        return self.factory.sessions
 
     def rewriteHandshake(self, generated: bytes) -> bytes:
         """The browser's handshake, with Autobahn's key (L{spliceHandshake})."""
@@ -83,7 +79,9 @@ class UpstreamFactory(WebSocketClientFactory):
     @ivar head: the handshake's request line and headers (L{upstreamRequestHead}).
     """
 
-    protocol = UpstreamProtocol
+    # Autobahn's factories subclass Twisted's generic Factory without naming
+    # their protocol, so mypy wants one whose factory is a plain Factory.
+    protocol = UpstreamProtocol  # type: ignore[assignment]
     noisy = False  # no "Starting factory" log line per WebSocket
 
     def __init__(
