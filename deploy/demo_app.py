@@ -1,5 +1,5 @@
 """
-The stproxy demo app, and the app the browser tests drive (``tests/test_browser.py``).
+The stproxy demo app, and the app the browser tests drive (``tests/e2e/test_browser.py``).
 
 Each part exercises one path through the proxy, and its text is stable so tests can wait for it:
 

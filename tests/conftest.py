@@ -1,7 +1,7 @@
 """
-Shared pytest fixtures for the end-to-end tests: a real Streamlit, a real ``twistd stproxy`` in
-front of it, and the stdlib test upstream. Each fixture stops its child on teardown, even when
-the test fails.
+Shared pytest fixtures: for the end-to-end tests a real Streamlit, a real ``twistd stproxy`` in
+front of it, and the stdlib test upstream (each fixture stops its child on teardown, even when
+the test fails); for the TLS tests a test PKI.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from harness import (
     start_streamlit,
     start_upstream_server,
 )
+from pki import PKI
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +77,9 @@ def upstream_proxy(upstream_server: UpstreamServerProcess) -> Iterator[ProxyProc
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    """A root CA, an intermediate, a server certificate and client certificates, for the whole module."""
+    return PKI(tmp_path_factory.mktemp("pki"))

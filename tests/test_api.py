@@ -115,22 +115,3 @@ def test_service_embeds_in_a_twisted_application() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "SERVICE True True" in result.stdout
-
-
-def test_tac_file_builds_an_application_around_the_proxy() -> None:
-    """deploy/stproxy.tac, as twistd -y loads it, holds the proxy as a service of its application."""
-    result = run(
-        textwrap.dedent(
-            """
-            from twisted.application.service import IService, IServiceCollection, loadApplication
-            from stproxy.service import ProxyService
-
-            application = loadApplication("deploy/stproxy.tac", "python")
-            [proxy] = list(IServiceCollection(application))
-            print("TAC", isinstance(proxy, ProxyService), [e.description for e in proxy.endpoints],
-                  str(proxy.upstream.address))
-            """
-        )
-    )
-    assert result.returncode == 0, result.stderr
-    assert "TAC True ['tcp:8500'] http://localhost:8501" in result.stdout

@@ -17,6 +17,7 @@ TWISTD = [sys.executable, "-m", "twisted"]
 
 
 def test_twistd_lists_the_plugin() -> None:
+    """twistd --help lists stproxy among its commands."""
     result = subprocess.run([*TWISTD, "--help"], capture_output=True, text=True, timeout=60)
     assert "stproxy" in result.stdout
 

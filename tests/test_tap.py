@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel
-from twisted.python import usage
 
-from stproxy.service import ProxyService
+from option_parsing import parse
+from pki import PKI
+from stproxy.edge.certificates import ServerCertificate
 from stproxy.http.site import ProxySite
-from stproxy.parse import parseSize
-from stproxy.tap import Options, makeService
+from stproxy.service import ProxyService
+from stproxy.tap import makeService
 from stproxy.upstream.address import UpstreamAddress
-
-
-def parse(*argv: str, environ: dict[str, str] | None = None) -> Options:
-    options = Options(environ=environ or {})
-    options.exitOnError = False
-    options.parseOptions(list(argv))
-    return options
 
 
 def test_defaults_match_the_seed_proxy() -> None:
@@ -30,25 +25,17 @@ def test_defaults_match_the_seed_proxy() -> None:
     assert options.config.logging.level == LogLevel.info
 
 
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("localhost:8501", UpstreamAddress("http", "localhost", 8501)),
-        ("http://st.internal:9000", UpstreamAddress("http", "st.internal", 9000)),
-        ("https://st.internal", UpstreamAddress("https", "st.internal", 443)),
-        ("http://[::1]:8501", UpstreamAddress("http", "::1", 8501)),
-    ],
-)
-def test_upstream_forms(text: str, expected: UpstreamAddress) -> None:
-    assert parse("--upstream", text).config.upstream == expected
-
-
 def test_listen_is_repeatable() -> None:
+    """--listen may be given several times, and every listener is kept in order."""
     options = parse("--listen", "tcp:8500", "--listen", "tcp:8600:interface=127.0.0.1")
     assert options.config.listen == ("tcp:8500", "tcp:8600:interface=127.0.0.1")
 
 
 def test_seed_flags_build_upstream_and_listener() -> None:
+    """
+    The seed proxy's --streamlit-host/--streamlit-port and --proxy-host/--proxy-port still
+    choose the upstream and the listener.
+    """
     options = parse(
         "--streamlit-host", "st", "--streamlit-port", "9501", "--proxy-host", "127.0.0.1", "--proxy-port", "9500"
     )
@@ -57,6 +44,10 @@ def test_seed_flags_build_upstream_and_listener() -> None:
 
 
 def test_environment_gives_defaults_and_flags_win() -> None:
+    """
+    STREAMLIT_HOST, STREAMLIT_PORT, PROXY_HOST and PROXY_PORT give the defaults, and flags
+    override them.
+    """
     environ = {"STREAMLIT_HOST": "envhost", "STREAMLIT_PORT": "7000", "PROXY_HOST": "::1", "PROXY_PORT": "7001"}
     options = parse(environ=environ)
     assert options.config.upstream == UpstreamAddress("http", "envhost", 7000)
@@ -64,53 +55,6 @@ def test_environment_gives_defaults_and_flags_win() -> None:
     options = parse("--streamlit-port", "7100", "--proxy-port", "7101", environ=environ)
     assert options.config.upstream == UpstreamAddress("http", "envhost", 7100)
     assert options.config.listen == ("tcp:7101:interface=\\:\\:1",)
-
-
-@pytest.mark.parametrize(
-    "argv, fragment",
-    [
-        (["--proxy-port", "70000"], "--proxy-port 70000"),
-        (["--streamlit-port", "0"], "--streamlit-port 0"),
-        (["--upstream", "ftp://x"], "scheme must be http or https"),
-        (["--upstream", "http://x:99999"], "invalid upstream"),
-        (["--upstream", "http://x/app"], "give only scheme"),
-        (["--listen", "nonsense:foo"], "--listen nonsense:foo"),
-        (["--upstream", "x:1", "--streamlit-host", "y"], "not both"),
-        (["--listen", "tcp:1", "--proxy-port", "2"], "not both"),
-        (["--log-level", "LOUD"], "--log-level LOUD"),
-        (["--upstream-timeout", "-1"], "--upstream-timeout"),
-        (["--max-body-size", "lots"], "--max-body-size"),
-        (["--trust-forwarded", "10.0.0.0/33"], "--trust-forwarded"),
-        (["--ws-compression", "maybe"], "--ws-compression"),
-        (["--listen", "tcp:99999"], "--listen tcp:99999: port '99999'"),
-        (["--admin", "tcp:70000"], "--admin tcp:70000: port '70000'"),
-        (["--access-log", "/nonexistent/dir/access.log"], "no such directory"),
-        (["--proxy-port", "\u00b2"], "must be a port number"),
-        (["--shutdown-timeout", "nan"], "--shutdown-timeout nan"),
-        (["--upstream-timeout", "inf"], "--upstream-timeout inf"),
-        (["--ws-ping-interval", "nan"], "--ws-ping-interval nan"),
-        (["--health-path", "_stcore/health"], "--health-path"),
-    ],
-)
-def test_bad_values_are_usage_errors(argv: list[str], fragment: str) -> None:
-    with pytest.raises(usage.UsageError) as caught:
-        parse(*argv)
-    assert fragment in str(caught.value)
-
-
-def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    """Like argparse: one line on stderr and status 2, not twistd's page and status 1."""
-    options = Options(environ={})
-    with pytest.raises(SystemExit) as exited:
-        options.parseOptions(["--proxy-port", "70000"])
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("stproxy: error: --proxy-port 70000")
-
-
-@pytest.mark.parametrize("text, size", [("1048576", 1048576), ("512K", 512 * 1024), ("200M", 200 << 20), ("1GiB", 1 << 30)])
-def test_sizes(text: str, size: int) -> None:
-    assert parseSize(text) == size
 
 
 def test_make_service_wires_one_listener_per_endpoint_without_starting() -> None:
@@ -128,9 +72,43 @@ def test_make_service_wires_one_listener_per_endpoint_without_starting() -> None
 
 
 def test_make_service_listens_when_started_and_stops_cleanly() -> None:
+    """Once started the service listens on its port, and it stops at once when nothing is open."""
     reactor = MemoryReactorClock()
     service = makeService(parse("--listen", "tcp:8123", "--upstream", "127.0.0.1:9"), reactor)
     service.startService()
     assert [port for port, *_ in reactor.tcpServers] == [8123]
     d = service.stopService()
     assert d.called
+
+
+def test_make_service_builds_tls_listeners_with_stproxys_own_context(pki: PKI, tmp_path: Path) -> None:
+    """
+    Without starting anything: the ssl: listener is an SSL endpoint on the listener's
+    ServerCertificate (never Twisted's own ssl: parser), beside a plain one; the redirect
+    listener and the reload service are children; the site sends HSTS.
+    """
+    from twisted.application.internet import StreamServerEndpointService
+    from twisted.internet.testing import MemoryReactorClock
+
+    from stproxy.edge.reload import TLSService as ReloadService
+    from stproxy.tap import makeService
+
+    reactor = MemoryReactorClock()
+    options = parse(
+        "--listen", "ssl:0:interface=127.0.0.1:backlog=7", *pki.server_args(), "--listen", "tcp:0",
+        "--redirect-http", "tcp:0", "--hsts", "60", "--upstream", "127.0.0.1:9",
+    )  # fmt: skip
+    service = makeService(options, reactor)
+    listeners = {s.name: s for s in service if isinstance(s, StreamServerEndpointService)}
+    assert {"listener-0", "listener-1", "redirect-http"} <= set(listeners)
+    assert listeners["listener-0"].factory.hstsHeader == b"max-age=60"
+    assert any(isinstance(s, ReloadService) for s in service)
+    service.privilegedStartService()
+    try:
+        [(port, _, contextFactory, backlog, interface)] = reactor.sslServers
+        assert isinstance(contextFactory, ServerCertificate)
+        assert contextFactory.files == options.config.tls.listeners[options.config.listen[0]]
+        assert (port, backlog, interface) == (0, 7, "127.0.0.1")
+        assert len(reactor.tcpServers) == 2  # the plain listener and the redirect
+    finally:
+        service.stopService()

@@ -1,7 +1,8 @@
 """
-Operations: graceful shutdown, the admin listener (/metrics, /healthz,
-/readyz) and JSON logs, through real ``twistd stproxy`` processes (and a unit
-test of the health poller and the drain on a fake clock).
+Operations through real ``twistd stproxy`` processes: graceful shutdown, the admin listener
+(/metrics, /healthz, /readyz) and JSON logs.
+
+The health poller, the drain and log redaction on their own are in ``tests/ops/``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ from typing import Any, Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -146,7 +143,7 @@ class Download(threading.Thread):
             self.error = e
 
 
-# ----------------------------------------------------------------------------- graceful shutdown
+# ---------------------------------------------------------------------------- graceful shutdown
 
 
 def test_sigterm_lets_a_slow_download_finish_intact_then_exits_0(
@@ -246,7 +243,7 @@ def test_sigterm_closes_an_open_websocket_with_1001_on_both_legs_and_exits_0(
         proxy.stop()
 
 
-# ----------------------------------------------------------------------------- admin listener
+# ------------------------------------------------------------------------------- admin listener
 
 
 def test_readyz_follows_streamlit_within_one_check_interval() -> None:
@@ -373,7 +370,7 @@ def test_upstream_errors_are_counted(upstream_server: UpstreamServerProcess) -> 
         slow.stop()
 
 
-# ----------------------------------------------------------------------------- logs
+# ----------------------------------------------------------------------------------------- logs
 
 
 def test_json_logs_carry_access_and_session_fields_and_no_secrets(
@@ -426,153 +423,3 @@ def test_json_logs_carry_access_and_session_fields_and_no_secrets(
     for output in (proxy.output(), ws_proxy.output()):
         assert "cookie-value-123" not in output
         assert "token-value-456" not in output
-
-
-# ----------------------------------------------------------------------------- units
-
-
-class _FakeResponse:
-    def __init__(self, code: int) -> None:
-        self.code = code
-        self.phrase = b"OK"
-
-    def deliverBody(self, protocol: Any) -> None:
-        protocol.dataReceived(b"ok")
-        protocol.connectionLost(Failure(ResponseDone()))
-
-
-class _FakeUpstream:
-    address = "http://upstream.test:8501"
-
-    def __init__(self, clock: Clock) -> None:
-        self.reactor = clock
-        self.answers: list[Deferred] = []
-        self.targets: list[bytes] = []
-
-    def request(self, method: bytes, target: bytes, headers: Any, body: Any) -> Deferred:
-        assert method == b"GET"
-        self.targets.append(target)
-        d: Deferred = Deferred()
-        self.answers.append(d)
-        return d
-
-
-def test_health_poller_turns_unhealthy_on_a_failed_or_hanging_check() -> None:
-    """A 200 makes the upstream healthy; a 503 or a check with no answer within the interval does not."""
-    from stproxy.ops.health import HealthPoller
-    from stproxy.ops.metrics import Metrics
-
-    clock = Clock()
-    upstream = _FakeUpstream(clock)
-    metrics = Metrics()
-    poller = HealthPoller(upstream, 2.0, metrics)  # type: ignore[arg-type]
-    poller.startService()
-    assert not poller.healthy
-    upstream.answers[-1].callback(_FakeResponse(200))
-    assert poller.healthy
-    assert metrics.upstreamHealthy._value.get() == 1
-    clock.advance(2.0)
-    upstream.answers[-1].callback(_FakeResponse(503))
-    assert not poller.healthy
-    clock.advance(2.0)
-    upstream.answers[-1].callback(_FakeResponse(200))
-    assert poller.healthy
-    clock.advance(2.0)  # this check hangs...
-    clock.advance(2.0)  # ...and times out at the next tick
-    assert not poller.healthy
-    assert metrics.upstreamHealthy._value.get() == 0
-    poller.stopService()
-
-
-def test_health_poller_asks_for_the_configured_path() -> None:
-    """The default is Streamlit's own; --health-path serves a Streamlit under a baseUrlPath."""
-    from stproxy.ops.health import HealthPoller
-    from stproxy.ops.metrics import Metrics
-
-    for path in (None, b"/app/_stcore/health"):
-        clock = Clock()
-        upstream = _FakeUpstream(clock)
-        extra = () if path is None else (None, path)
-        poller = HealthPoller(upstream, 2.0, Metrics(), *extra)  # type: ignore[arg-type]
-        poller.startService()
-        assert upstream.targets == [path or b"/_stcore/health"]
-        upstream.answers[-1].callback(_FakeResponse(200))
-        poller.stopService()
-
-
-def test_drain_waits_for_requests_and_aborts_them_at_the_timeout() -> None:
-    """Draining fires once in-flight requests end, or aborts their connections at the deadline."""
-    from stproxy.ops.drain import Drain
-    from stproxy.ops.metrics import Metrics
-
-    class Transport:
-        lost = aborted = False
-
-        def loseConnection(self) -> None:
-            self.lost = True
-
-        def abortConnection(self) -> None:
-            self.aborted = True
-
-    class Channel:
-        def __init__(self) -> None:
-            self.transport = Transport()
-
-    class Request:
-        def __init__(self, channel: Channel) -> None:
-            self.channel = channel
-
-    clock = Clock()
-    drain = Drain(clock, Metrics())
-    busy, idle = Channel(), Channel()
-    drain.connectionOpened(busy)
-    drain.connectionOpened(idle)
-    request = Request(busy)
-    drain.requestStarted(request, busy)
-    done = drain.drain(5.0)
-    assert idle.transport.lost and not busy.transport.lost
-    assert not done.called
-    drain.requestEnded(request)
-    assert done.called and busy.transport.lost
-
-    clock2 = Clock()
-    drain = Drain(clock2, Metrics())
-    stuck = Request(Channel())
-    drain.requestStarted(stuck, stuck.channel)
-    done = drain.drain(5.0)
-    clock2.advance(5.0)
-    assert stuck.channel.transport.aborted
-    assert not done.called
-    drain.requestEnded(stuck)  # the abort's connectionLost
-    assert done.called
-
-
-@pytest.mark.parametrize(
-    "text, secret",
-    [
-        ("Cookie: _streamlit_xsrf=2|a|b", "_streamlit_xsrf"),
-        ("authorization=Bearer s3cr3t", "s3cr3t"),
-        ("{'Authorization': 'Bearer s3cr3t'}", "s3cr3t"),
-        ("Headers({b'cookie': [b'session=s3cr3t'], b'x': [b'y']})", "s3cr3t"),
-        ("Set-Cookie: session=s3cr3t; HttpOnly", "s3cr3t"),
-    ],
-)
-def test_redact_removes_credentials_in_every_shape_they_are_printed(text: str, secret: str) -> None:
-    from stproxy.ops.logs import redact
-
-    assert secret not in redact(text)
-    assert "[redacted]" in redact(text)
-
-
-def test_events_with_secrets_in_non_text_fields_are_rendered_redacted() -> None:
-    """A Headers object in an event cannot carry a cookie value to the log."""
-    from twisted.logger import formatEvent
-    from twisted.web.http_headers import Headers
-
-    from stproxy.ops.logs import _Redacting
-
-    seen: list[dict[str, Any]] = []
-    _Redacting(seen.append)(
-        {"log_format": "got {headers}", "headers": Headers({b"cookie": [b"session=s3cr3t"]})}
-    )
-    assert "s3cr3t" not in formatEvent(seen[0])

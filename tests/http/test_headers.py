@@ -69,6 +69,10 @@ def test_expect_is_answered_by_the_proxy_not_forwarded() -> None:
 
 
 def test_response_keeps_set_cookie_and_encoding_but_not_framing() -> None:
+    """
+    Responses keep every Set-Cookie and Content-Encoding but lose Content-Length and hop-by-hop
+    fields, which the proxy recomputes.
+    """
     headers = Headers(
         {
             b"Set-Cookie": [b"a=1", b"b=2"],
@@ -123,6 +127,10 @@ def test_forwarding_headers_from_a_trusted_proxy_are_appended_to() -> None:
 
 
 def test_ipv6_and_tls_peers_in_forwarded() -> None:
+    """
+    An IPv6 client over TLS is recorded in Forwarded with its address quoted in brackets and
+    proto=https.
+    """
     peer = Peer(address="2001:db8::1", host=b"app.example", secure=True)
     result = forwardingHeaders(Headers(), peer, TrustedProxies())
     assert result.getRawHeaders(b"forwarded") == [b'for="[2001:db8::1]";host=app.example;proto=https']
@@ -130,6 +138,10 @@ def test_ipv6_and_tls_peers_in_forwarded() -> None:
 
 
 def test_trusted_proxies_match_networks_and_reject_nonsense() -> None:
+    """
+    --trust-forwarded matches addresses inside its networks only, and refuses an invalid
+    network.
+    """
     trusted = TrustedProxies(["10.0.0.0/8", "::1"])
     assert "10.1.2.3" in trusted
     assert "::1" in trusted

@@ -1,0 +1,350 @@
+"""
+Pins every private or undocumented Autobahn API stproxy relies on (listed in
+stproxy/_autobahn.py), and exercises that adapter's L{LeanProtocol} and
+L{UpstreamHandshake}: an Autobahn release that renames, removes or changes
+one fails here, with a message naming it.  Connections are in memory
+(C{twisted.test.iosim}) on a L{MemoryReactorClock}, never the global reactor.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.test import iosim
+
+from stproxy._autobahn import (
+    STATE_CLOSED,
+    STATE_OPEN,
+    LeanProtocol,
+    ReactorTimer,
+    UpstreamHandshake,
+    requestHead,
+    requestPath,
+    useReactorTimer,
+)
+
+URL = "ws://127.0.0.1:8501/_stcore/stream"
+
+
+class Transport(StringTransport):
+    """A L{StringTransport} that, like a TCP transport, lets Autobahn unregister no producer."""
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+def private(owner: object, name: str) -> Any:
+    """C{owner.name}, or a failure naming the Autobahn API that is gone."""
+    assert hasattr(owner, name), (
+        f"Autobahn no longer has {getattr(owner, '__name__', owner)}.{name}"
+    )
+    return getattr(owner, name)
+
+
+class Peer:
+    """Records what a connection received (mixed into each test protocol)."""
+
+    def connectionMade(self) -> None:
+        self.received: list[tuple[bytes, bool]] = []
+        self.closes: list[bool] = []
+        self.closed: tuple[bool, int | None, str | None] | None = None
+        self.pings: list[bytes] = []
+        super().connectionMade()  # type: ignore[misc]
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.received.append((payload, isBinary))
+
+    def onPing(self, payload: bytes) -> None:
+        self.pings.append(payload)
+        super().onPing(payload)  # type: ignore[misc]
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closed = (wasClean, code, reason)
+
+
+class LeanPeer(Peer, LeanProtocol):
+    """A L{LeanProtocol} recording its messages and close frames."""
+
+    def messageReceived(self, payload: bytes, isBinary: bool) -> None:
+        self.received.append((payload, isBinary))
+
+    def closeFrameReceived(self, opening: bool) -> None:
+        self.closes.append(opening)
+
+
+class LeanServer(LeanPeer, WebSocketServerProtocol):
+    """The browser leg's shape: a lean server."""
+
+
+class LeanClient(UpstreamHandshake, LeanPeer, WebSocketClientProtocol):
+    """The upstream leg's shape: a lean client whose handshake may be rewritten."""
+
+    extraHeader = b""
+
+    def rewriteHandshake(self, generated: bytes) -> bytes:
+        return generated[:-2] + self.extraHeader + b"\r\n"
+
+
+class PlainServer(Peer, WebSocketServerProtocol):
+    """An Autobahn server protocol as Autobahn ships it."""
+
+
+class PlainClient(Peer, WebSocketClientProtocol):
+    """An Autobahn client protocol as Autobahn ships it."""
+
+
+def factories(clock: MemoryReactorClock, server: type, client: type, **serverOptions: Any):
+    """A server and a client factory on C{clock} for C{server} and C{client} protocols."""
+    serverFactory = WebSocketServerFactory(URL, reactor=clock)
+    serverFactory.protocol = server
+    serverFactory.setProtocolOptions(failByDrop=False, **serverOptions)
+    clientFactory = WebSocketClientFactory(URL, reactor=clock)
+    clientFactory.protocol = client
+    # A client's drop timeout runs on txaio's global reactor; the server drops at once anyway.
+    clientFactory.setProtocolOptions(failByDrop=False, serverConnectionDropTimeout=0)
+    for factory in (serverFactory, clientFactory):
+        useReactorTimer(factory, clock)
+    return serverFactory, clientFactory
+
+
+def connect(
+    clock: MemoryReactorClock | None = None,
+    server: type = LeanServer,
+    client: type = LeanClient,
+    **options: Any,
+):
+    """A server and a client protocol connected in memory, their handshake done, and the pump."""
+    clock = clock or MemoryReactorClock()
+    serverFactory, clientFactory = factories(clock, server, client, **options)
+    serverProtocol = serverFactory.buildProtocol(None)
+    clientProtocol = clientFactory.buildProtocol(None)
+    pump = iosim.connect(
+        serverProtocol,
+        iosim.makeFakeServer(serverProtocol),
+        clientProtocol,
+        iosim.makeFakeClient(clientProtocol),
+    )
+    return serverProtocol, clientProtocol, pump
+
+
+SIGNATURES = [
+    (WebSocketProtocol, "_dataReceived", ["data"]),
+    (WebSocketProtocol, "_fail_connection", ["code", "reason"]),
+    (WebSocketProtocol, "sendCloseFrame", ["code", "reasonUtf8", "isReply"]),
+    (WebSocketProtocol, "onCloseFrame", ["code", "reasonRaw"]),
+    (WebSocketProtocol, "onMessageEnd", []),
+    (WebSocketProtocol, "sendData", ["data", "sync", "chopsize"]),
+    (WebSocketClientProtocol, "failHandshake", ["reason"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "parameters"), SIGNATURES, ids=[s[1] for s in SIGNATURES]
+)
+def test_private_methods_keep_their_signatures(owner, name, parameters):
+    """Each Autobahn method stproxy calls or overrides takes the parameters stproxy passes."""
+    method = private(owner, name)
+    found = list(inspect.signature(method).parameters)[1:]
+    assert found[: len(parameters)] == parameters, f"{owner.__name__}.{name}{found}"
+    assert all(
+        inspect.signature(method).parameters[p].default is not inspect.Parameter.empty
+        for p in found[len(parameters) :]
+    ), f"{owner.__name__}.{name} takes more required parameters: {found}"
+
+
+def test_connection_state_lean_protocol_reads():
+    """Once connected, both sides have send_queue, failedByMe, droppedByMe and closeHandshakeTimeoutCall."""
+    server, client, pump = connect(server=PlainServer, client=PlainClient)
+    for protocol in (server, client):
+        assert protocol.state == STATE_OPEN
+        queue = private(protocol, "send_queue")
+        assert len(queue) == 0 and not queue, "send_queue is not an empty sequence"
+        assert private(protocol, "failedByMe") is False
+        assert private(protocol, "droppedByMe") is False
+        assert private(protocol, "closeHandshakeTimeoutCall") is None
+
+
+def test_message_end_finds_message_data_and_is_binary():
+    """By onMessageEnd, a message's frames are in message_data and its type in message_is_binary."""
+    seen: list[tuple[list[bytes], bool]] = []
+
+    class Recording(PlainServer):
+        def onMessageEnd(self) -> None:
+            data = private(self, "message_data")
+            seen.append((list(data), private(self, "message_is_binary")))
+            super().onMessageEnd()
+
+    server, client, pump = connect(server=Recording, client=PlainClient)
+    client.sendMessage(b"\x00\x01", isBinary=True)
+    pump.flush()
+    assert b"".join(seen[0][0]) == b"\x00\x01" and seen[0][1] is True
+    assert server.message_data is None, "onMessageEnd no longer resets message_data"
+    assert server.received == [(b"\x00\x01", True)]
+
+
+def test_lean_protocol_hands_messages_to_message_received():
+    """LeanProtocol passes each whole message, text or binary, to messageReceived, and sends straight."""
+    server, client, pump = connect(client=PlainClient)
+    client.sendMessage("héllo".encode())
+    client.sendMessage(b"\xff" * 70000, isBinary=True)
+    pump.flush()
+    assert server.received == [("héllo".encode(), False), (b"\xff" * 70000, True)]
+    assert server.message_data is None
+    server.sendMessage(b"back")
+    pump.flush()
+    assert client.received == [(b"back", False)]
+
+
+def test_peer_initiated_close_is_reported_as_opening():
+    """A close the peer starts reaches closeFrameReceived(opening=True), and the server then drops TCP."""
+    server, client, pump = connect(client=PlainClient)
+    client.sendClose(1000, "bye")
+    pump.flush()
+    assert server.closes == [True]
+    assert server.droppedByProxy and not server.failedByProxy
+    assert client.closed is not None and client.closed[:2] == (True, 1000)
+    assert server.state == client.state == STATE_CLOSED
+
+
+def test_close_with_any_code_is_answered():
+    """sendCloseWith sends codes sendClose refuses (1001), and the reply reaches closeFrameReceived(opening=False)."""
+    with pytest.raises(Exception):
+        LeanServer.sendClose(object(), 1001, "going away")  # type: ignore[arg-type]
+    server, client, pump = connect(client=PlainClient)
+    server.sendCloseWith(1001, b"going away")
+    assert server.closeHandshakeTimeoutCall is not None, "sendCloseFrame set no close timer"
+    pump.flush()
+    assert client.closed == (True, 1001, "going away")
+    assert server.closes == [False]
+    assert server.closeHandshakeTimeoutCall is None
+
+
+def test_stop_close_handshake_timer_cancels_it():
+    """The close handshake timer sendCloseFrame starts is in closeHandshakeTimeoutCall, and stopping it cancels it."""
+    clock = MemoryReactorClock()
+    server, client, pump = connect(clock, closeHandshakeTimeout=3)
+    server.sendCloseWith(1012, b"service restart")
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [3]
+    server.stopCloseHandshakeTimer()
+    server.stopCloseHandshakeTimer()
+    assert server.closeHandshakeTimeoutCall is None
+    assert clock.getDelayedCalls() == []
+
+
+def test_fail_with_sends_the_code_and_marks_the_failure():
+    """failWith (_fail_connection) sends a close frame with the code and sets failedByMe."""
+    server, client, pump = connect(client=PlainClient)
+    server.failWith(1009, "message too big")
+    pump.flush()
+    assert server.failedByProxy
+    assert client.closed == (True, 1009, "message too big")
+
+
+def test_server_keeps_the_request_head_and_path():
+    """A server protocol keeps its handshake in http_request_data and its path in http_request_path."""
+    protocol = WebSocketServerFactory(URL, reactor=MemoryReactorClock()).buildProtocol(None)
+    assert requestPath(protocol) is None
+    server, client, pump = connect(client=PlainClient)
+    head = private(server, "http_request_data")
+    assert requestHead(server) is head
+    assert head.startswith(b"GET /_stcore/stream HTTP/1.1\r\n") and head.endswith(b"\r\n\r\n")
+    assert private(server, "http_request_path") == requestPath(server) == "/_stcore/stream"
+
+
+def test_rewritten_handshake_is_what_is_sent():
+    """UpstreamHandshake sends what rewriteHandshake makes of the handshake Autobahn generated."""
+
+    class Rewriting(LeanClient):
+        extraHeader = b"X-Forwarded-For: 203.0.113.7\r\n"
+
+    server, client, pump = connect(client=Rewriting)
+    assert b"\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n" in requestHead(server)
+    assert client.state == server.state == STATE_OPEN
+
+
+@pytest.mark.parametrize(
+    ("response", "statusLine", "status"),
+    [
+        (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 403 Forbidden", 403),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "SSH-2.0-OpenSSH", None),
+    ],
+)
+def test_refused_handshake_leaves_its_status(response, statusLine, status):
+    """A refused client handshake sets http_status_line before failHandshake, which UpstreamHandshake reads."""
+    clock = MemoryReactorClock()
+    _, clientFactory = factories(clock, LeanServer, LeanClient)
+    client = clientFactory.buildProtocol(None)
+    transport = Transport()
+    client.makeConnection(transport)
+    assert transport.value().startswith(b"GET /_stcore/stream HTTP/1.1\r\n")
+    client.dataReceived(response)
+    assert private(client, "http_status_line") == statusLine
+    assert client.refusedStatus == status
+    assert client.state == STATE_CLOSED and transport.disconnecting, "failHandshake did not drop"
+
+
+def test_factories_keep_their_timer_in_batched_timer():
+    """Autobahn factories keep their connections' timer in _batched_timer, which useReactorTimer replaces."""
+    clock = MemoryReactorClock()
+    for factory in (
+        WebSocketServerFactory(URL, reactor=clock),
+        WebSocketClientFactory(URL, reactor=clock),
+    ):
+        assert callable(private(private(factory, "_batched_timer"), "call_later"))
+        useReactorTimer(factory, clock)
+        assert isinstance(factory._batched_timer, ReactorTimer)
+
+
+def test_open_handshake_timeout_runs_on_the_reactor_given():
+    """The open handshake timeout Autobahn sets through _batched_timer fires on the given clock, to the millisecond."""
+    clock = MemoryReactorClock()
+    serverFactory, _ = factories(clock, LeanServer, LeanClient, openHandshakeTimeout=1.5)
+    server = serverFactory.buildProtocol(None)
+    transport = Transport()
+    server.makeConnection(transport)
+    clock.advance(1.499)
+    assert not transport.disconnecting
+    clock.advance(0.001)
+    assert transport.disconnecting and server.wasOpenHandshakeTimeout
+
+
+def test_auto_ping_runs_on_the_reactor_given():
+    """Auto-pings Autobahn schedules through _batched_timer are sent as the given clock advances."""
+    clock = MemoryReactorClock()
+    server, client, pump = connect(
+        clock, client=PlainClient, autoPingInterval=0.2, autoPingTimeout=1
+    )
+    clock.advance(0.199)
+    pump.flush()
+    assert client.pings == []
+    clock.advance(0.001)
+    pump.flush()
+    assert len(client.pings) == 1
+    clock.advance(0.2)
+    pump.flush()
+    assert len(client.pings) == 2, "the pong did not reschedule the next ping"
+
+
+def test_reactor_timer_calls_may_be_cancelled_after_they_ran():
+    """A call ReactorTimer made can be cancelled once it ran, or twice."""
+    clock = MemoryReactorClock()
+    ran: list[int] = []
+    call = ReactorTimer(clock).call_later(0.25, ran.append, 1)
+    clock.advance(0.25)
+    call.cancel()
+    assert ran == [1]
+    call = ReactorTimer(clock).call_later(1, ran.append, 2)
+    call.cancel()
+    call.cancel()
+    clock.advance(2)
+    assert ran == [1]

@@ -1,0 +1,45 @@
+"""
+The pure functions that build the upstream WebSocket handshake (stproxy.websocket.handshake),
+and the settings the relay is made with.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import TestCase
+from twisted.web.http_headers import Headers
+
+from stproxy.config import WebSocketSettings
+from stproxy.websocket.handshake import spliceHandshake, upstreamRequestHead
+
+
+class HandshakeTextTests(TestCase):
+    """The pure functions that build the upstream handshake."""
+
+    def test_splice_keeps_autobahns_key_and_version_only(self):
+        """
+        Autobahn's own Host, User-Agent, Origin and protocol lines are
+        replaced by the browser's; its key and version lines stay.
+        """
+        generated = (
+            b"GET / HTTP/1.1\r\nUser-Agent: AutobahnPython\r\nHost: 127.0.0.1:8501\r\n"
+            b"Upgrade: WebSocket\r\nConnection: Upgrade\r\nPragma: no-cache\r\n"
+            b"Sec-WebSocket-Key: a2V5\r\nSec-WebSocket-Protocol: streamlit\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        headers = Headers()
+        headers.addRawHeader(b"Cookie", b"a=\xe9")
+        headers.addRawHeader(b"Sec-WebSocket-Protocol", b"streamlit, tok")
+        head = upstreamRequestHead(b"/p?q", b"app.example", headers)
+        self.assertEqual(
+            spliceHandshake(head, generated),
+            b"GET /p?q HTTP/1.1\r\nHost: app.example\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nCookie: a=\xe9\r\n"
+            # Twisted's Headers spell names its own way; values stay as they are.
+            b"Sec-Websocket-Protocol: streamlit, tok\r\n"
+            b"Sec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+
+    def test_settings_reject_negative_values(self):
+        """Nonsense settings fail when made, not when a browser connects."""
+        self.assertRaises(ValueError, WebSocketSettings, pingInterval=-1)
+        self.assertRaises(ValueError, WebSocketSettings, handshakeTimeout=0)

@@ -1,0 +1,226 @@
+"""
+Tests for L{stproxy.websocket.relay}: what the two joined legs of a relayed
+WebSocket do for each other (messages, closes, lost connections,
+backpressure, size limits), in memory on a L{MemoryReactorClock}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stproxy.config import WebSocketSettings
+from stproxy.ops.metrics import DOWNSTREAM, UPSTREAM
+from stproxy.testing import (
+    FakeBrowser,
+    FakeBrowserFactory,
+    FakeStreamlit,
+    FakeStreamlitFactory,
+    MemoryNetwork,
+    connectBrowser,
+    memoryRelay,
+)
+from stproxy.websocket.browser import BrowserFactory, BrowserProtocol
+from stproxy.websocket.valve import ReadingValve
+from stproxy.websocket.upstream import UpstreamProtocol
+
+
+class Relayed:
+    """One open relayed WebSocket: a fake browser, the relay and a fake Streamlit."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.net = MemoryNetwork()
+        self.events: list[dict[str, Any]] = []
+        self.streamlitFactory = FakeStreamlitFactory(self.net.reactor)
+        settings.setdefault("pingInterval", 0)
+        self.relay: BrowserFactory = memoryRelay(
+            self.net, self.streamlitFactory, WebSocketSettings(**settings), self.events.append
+        )
+        self.browser: FakeBrowser = FakeBrowserFactory(self.net.reactor).buildProtocol(None)
+        self.browserPump = connectBrowser(self.net, self.relay, self.browser)
+        self.net.flush()
+        assert self.browser.opened
+        self.streamlit: FakeStreamlit = self.streamlitFactory.connections[0]
+        self.browserLeg: BrowserProtocol = self.browserPump.server
+        self.upstreamPump = self.relay.upstream.connections[0]
+        self.upstreamLeg: UpstreamProtocol = self.upstreamPump.client
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.relay.metrics.registry.get_sample_value(name, labels)
+
+
+def test_messages_cross_both_ways_in_order_with_their_binary_or_text_flag() -> None:
+    """A text message stays text and a binary one binary, each way, in the order sent."""
+    r = Relayed()
+    r.browser.sendMessage(b"\x00\x01", isBinary=True)
+    r.browser.sendMessage("caf\u00e9".encode(), isBinary=False)
+    r.streamlit.sendMessage(b"delta", isBinary=True)
+    r.streamlit.sendMessage(b"{}", isBinary=False)
+    r.net.flush()
+    assert r.streamlit.messages == [(b"\x00\x01", True), ("caf\u00e9".encode(), False)]
+    assert r.browser.messages == [(b"delta", True), (b"{}", False)]
+
+
+def test_relayed_messages_and_bytes_are_counted_by_direction() -> None:
+    """Each relayed message counts once, with its payload size, under its direction."""
+    r = Relayed()
+    r.browser.sendMessage(b"abc", isBinary=True)
+    r.browser.sendMessage(b"de", isBinary=True)
+    r.streamlit.sendMessage(b"x" * 10, isBinary=True)
+    r.net.flush()
+    assert r.sample("stproxy_websocket_messages_total", direction=UPSTREAM) == 2
+    assert r.sample("stproxy_websocket_message_bytes_total", direction=UPSTREAM) == 5
+    assert r.sample("stproxy_websocket_messages_total", direction=DOWNSTREAM) == 1
+    assert r.sample("stproxy_websocket_message_bytes_total", direction=DOWNSTREAM) == 10
+    assert (r.browserLeg.relayedMessages, r.upstreamLeg.relayedBytes) == (2, 10)
+
+
+def test_a_close_from_the_browser_reaches_streamlit_with_its_code_and_reason() -> None:
+    """The browser's close code and reason are what Streamlit sees, and the close completes."""
+    r = Relayed()
+    r.browser.sendClose(4000, "tab closed")
+    r.net.flush()
+    assert r.streamlit.closed == (True, 4000, "tab closed")
+    assert r.browser.closed == (True, 4000, "tab closed")
+    assert r.relay.sessions.legs == set()
+
+
+def test_a_close_from_streamlit_reaches_the_browser_with_its_code_and_reason() -> None:
+    """Streamlit's close code and reason are what the browser sees."""
+    r = Relayed()
+    r.streamlit.sendClose(4001, "session expired")
+    r.net.flush()
+    assert r.browser.closed == (True, 4001, "session expired")
+    assert r.streamlit.closed is not None and r.streamlit.closed[1] == 4001
+    assert r.relay.sessions.legs == set()
+
+
+def test_streamlit_lost_without_a_close_gives_the_browser_1012() -> None:
+    """Streamlit killed or restarting: the browser is told 1012 so its frontend reconnects."""
+    r = Relayed()
+    r.streamlit.transport.abortConnection()
+    r.net.flush()
+    assert r.browser.closed == (True, 1012, "service restart")
+    assert r.relay.sessions.legs == set()
+
+
+def test_the_browser_lost_without_a_close_gives_streamlit_1001() -> None:
+    """A browser that vanishes is reported to Streamlit as a page going away."""
+    r = Relayed()
+    r.browser.transport.abortConnection()
+    r.net.flush()
+    assert r.streamlit.closed == (True, 1001, "going away")
+    assert r.relay.sessions.legs == set()
+
+
+def test_a_message_from_the_browser_over_max_message_size_closes_both_with_1009() -> None:
+    """An oversized message is not relayed; the browser gets 1009 and Streamlit is told the same."""
+    r = Relayed(maxMessageSize=1000)
+    r.browser.sendMessage(b"x" * 1000, isBinary=True)
+    r.browser.sendMessage(b"x" * 1001, isBinary=True)
+    r.net.flush()
+    assert r.streamlit.messages == [(b"x" * 1000, True)]
+    assert r.browser.closed is not None and r.browser.closed[1] == 1009
+    assert r.streamlit.closed is not None and r.streamlit.closed[1] == 1009
+
+
+def test_a_message_from_streamlit_over_max_message_size_closes_both_with_1009() -> None:
+    """The limit holds the other way too."""
+    r = Relayed(maxMessageSize=1000)
+    r.streamlit.sendMessage(b"x" * 5000, isBinary=True)
+    r.net.flush()
+    assert r.browser.messages == []
+    assert r.browser.closed is not None and r.browser.closed[1] == 1009
+    assert r.streamlit.closed is not None and r.streamlit.closed[1] == 1009
+
+
+class Source:
+    """A transport's producer side, counting what a valve does to it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+def test_the_reading_valve_pauses_and_resumes_its_source_once_each() -> None:
+    """Repeated pauses pause the source once; stopping the valve never stops the source."""
+    source = Source()
+    valve = ReadingValve(source)
+    valve.pauseProducing()
+    valve.pauseProducing()
+    assert valve.paused
+    valve.stopProducing()
+    valve.resumeProducing()
+    valve.resumeProducing()
+    assert source.calls == ["pause", "resume"]
+    assert not valve.paused
+
+
+def test_each_legs_valve_sits_on_the_other_legs_transport() -> None:
+    """Once joined, a full browser transport pauses the upstream leg, and the reverse."""
+    r = Relayed()
+    assert r.browserLeg.transport.producer is r.upstreamLeg.valve
+    assert r.upstreamLeg.transport.producer is r.browserLeg.valve
+    assert r.browserLeg.transport.streamingProducer
+
+
+def test_a_browser_that_stops_reading_stops_the_proxy_reading_from_streamlit() -> None:
+    """
+    Backpressure: while the browser reads nothing, the proxy stops reading
+    from Streamlit once the browser's transport is full, and everything
+    arrives, in order, once the browser reads again.
+    """
+    r = Relayed()
+    r.browser.transport.pauseProducing()
+    sent = [bytes([i]) * 30000 for i in range(10)]
+    for payload in sent:
+        r.streamlit.sendMessage(payload, isBinary=True)
+    r.net.flush()
+    assert r.upstreamLeg.valve is not None and r.upstreamLeg.valve.paused
+    assert not r.upstreamPump.clientIO.reading
+    assert r.upstreamPump.serverIO.stream  # left in Streamlit's send buffer
+    assert r.browser.messages == []
+    r.browser.transport.resumeProducing()
+    r.net.flush()
+    assert [payload for payload, _ in r.browser.messages] == sent
+    assert not r.upstreamLeg.valve.paused and r.upstreamPump.clientIO.reading
+
+
+def test_streamlit_that_stops_reading_stops_the_proxy_reading_from_the_browser() -> None:
+    """Backpressure the other way: a stalled Streamlit pauses reading from the browser."""
+    r = Relayed()
+    r.streamlit.transport.pauseProducing()
+    for i in range(10):
+        r.browser.sendMessage(bytes([i]) * 30000, isBinary=True)
+    r.net.flush()
+    assert r.browserLeg.valve is not None and r.browserLeg.valve.paused
+    assert not r.browserPump.serverIO.reading
+    r.streamlit.transport.resumeProducing()
+    r.net.flush()
+    assert len(r.streamlit.messages) == 10
+    assert not r.browserLeg.valve.paused
+
+
+def test_a_browser_that_closes_and_stops_reading_is_aborted_after_the_close_timeout() -> None:
+    """
+    A browser that sends its close and then reads nothing more would keep
+    its connection (and session) for ever; it is aborted a second later.
+    """
+    r = Relayed()
+    r.browser.transport.pauseProducing()
+    r.streamlit.sendMessage(b"x" * 100000, isBinary=True)
+    r.browser.sendClose(1000)
+    r.net.flush()
+    assert r.browserLeg in r.relay.sessions.legs  # its reply still waits to be read
+    r.net.advance(0.9)
+    assert r.browserLeg in r.relay.sessions.legs
+    r.net.advance(0.2)
+    assert r.browserPump.serverIO.aborted
+    assert r.relay.sessions.legs == set()

@@ -1,0 +1,94 @@
+"""
+The WebSocket relay (stproxy.websocket.resource and the legs behind it) on real loopback
+sockets: backpressure both ways, so a reader that stops holds the other side back in bounded
+memory.
+
+The browser-like clients, the fake Streamlit and L{RelayTestCase} are in
+``tests/websocket_harness.py``.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from twisted.internet import defer, reactor
+
+from websocket_harness import Pusher, RelayTestCase, bufferedBytes, observe, waitFor
+
+
+class BackpressureTests(RelayTestCase):
+    def proxyLegs(self):
+        [browserLeg] = [p for p in self.relay.sessions.legs if p.factory is self.relay]
+        return browserLeg, browserLeg.other
+
+    @defer.inlineCallbacks
+    def test_a_browser_that_stops_reading_pauses_reading_from_streamlit(self):
+        """
+        While the browser reads nothing, the proxy stops reading from
+        Streamlit: Streamlit's sends stall (its transport pauses it) long
+        before it has sent all it wants, and the proxy holds only a bounded
+        amount; once the browser reads again every message arrives in order.
+        """
+        browser, server, _ = yield self.openRelay()
+        browserLeg, upstreamLeg = self.proxyLegs()
+        browser.transport.pauseProducing()
+        pusher = Pusher(server, count=400, size=256 * 1024)
+        yield waitFor(lambda: upstreamLeg.valve.paused, what="backpressure upstream")
+        self.assertNotIn(upstreamLeg.transport, reactor.getReaders())
+        yield observe(0.3)
+        self.assertTrue(pusher.paused)
+        self.assertLess(pusher.sent, 400)
+        self.assertLess(bufferedBytes(browserLeg.transport), 8 * 2**20)
+        browser.transport.resumeProducing()
+        yield waitFor(lambda: len(browser.messages) == 400, what="all messages")
+        self.assertEqual(
+            [p[:4] for p, _ in browser.messages], [struct.pack("!I", i) for i in range(400)]
+        )
+        self.assertFalse(upstreamLeg.valve.paused)
+
+    @defer.inlineCallbacks
+    def test_a_browser_that_closes_and_stops_reading_is_not_kept_for_ever(self):
+        """
+        Its close is answered, but the graceful TCP close would wait for a
+        write buffer it never drains: the connection is aborted instead, and
+        the session ends.
+        """
+        browser, server, _ = yield self.openRelay()
+        browserLeg, upstreamLeg = self.proxyLegs()
+        # Small socket buffers, so that what the proxy holds for the browser
+        # cannot all vanish into the kernel.
+        browser.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        browserLeg.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        browser.transport.pauseProducing()
+        Pusher(server, count=400, size=256 * 1024)
+        yield waitFor(lambda: upstreamLeg.valve.paused, what="backpressure upstream")
+        browser.closeHandshakeTimeout = 0  # a raw client: it waits for ever, it never aborts
+        browser.sendClose(1000)
+        yield waitFor(
+            lambda: not browserLeg.transport.connected, timeout=10, what="browser connection gone"
+        )
+        yield waitFor(lambda: not self.relay.sessions.legs, what="both legs forgotten")
+        browser.transport.resumeProducing()
+        yield waitFor(lambda: not browser.transport.connected, what="the test browser closed")
+        self.assertEqual([e["close_code"] for e in self.events if "close_code" in e], [1000])
+
+    @defer.inlineCallbacks
+    def test_streamlit_that_stops_reading_pauses_reading_from_the_browser(self):
+        """The same the other way: a stalled Streamlit stops the proxy reading the browser."""
+        browser, server, _ = yield self.openRelay()
+        browserLeg, upstreamLeg = self.proxyLegs()
+        server.transport.pauseProducing()
+        pusher = Pusher(browser, count=400, size=256 * 1024)
+        yield waitFor(lambda: browserLeg.valve.paused, what="backpressure downstream")
+        self.assertNotIn(browserLeg.transport, reactor.getReaders())
+        yield observe(0.3)
+        self.assertTrue(pusher.paused)
+        self.assertLess(pusher.sent, 400)
+        self.assertLess(bufferedBytes(upstreamLeg.transport), 8 * 2**20)
+        server.transport.resumeProducing()
+        yield waitFor(lambda: len(server.messages) == 400, what="all messages")
+        self.assertEqual(
+            [p[:4] for p, _ in server.messages], [struct.pack("!I", i) for i in range(400)]
+        )
+        self.assertFalse(browserLeg.valve.paused)
