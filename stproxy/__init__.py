@@ -6,7 +6,8 @@ How a request flows::
     browser --HTTP/WS--> listeners (tcp:, ssl:, unix:)               edge/listeners, edge/endpoints
                             |                                        (ssl: certificates: edge/certificates)
                             v
-                  twisted.web Site (ProxySite) -- ProxyRoot           http/site, http/request, http/root
+                  twisted.web Site (ProxySite) -- ProxyRoot           http/site, http/channel, http/request,
+                     |                                                 http/root, http/linger
                      |-- Upgrade: websocket --> Autobahn relay        websocket/resource
                      |        browser leg <--relay--> upstream leg    websocket/browser, websocket/upstream,
                      |                                    |           websocket/relay, websocket/sessions

@@ -11,9 +11,32 @@ Twisted below the next major version so that such a release is a decision.
     switches a TLS connection to HTTP/2 after ALPN).  C{HTTPFactory} has no
     public hook for the channel class, and stproxy's channel must report to
     its drain, so the site builds the same wrapper around its own channel.
+  - C{HTTPChannel._respondToBadRequestAndDisconnect}: how twisted.web answers
+    a request it cannot parse: a bare C{400} status line, no headers, nothing
+    counted or logged.  stproxy's channel answers with a proper page instead
+    (L{BadRequestHook}).
+  - C{HTTPChannel._transferDecoder}, a C{twisted.web.http._ChunkedTransferDecoder}'s
+    C{state} and C{length}: what the chunk being read declared, so that a chunk
+    larger than any body allowed is refused before it is read
+    (L{chunkRemaining}); no public API tells it.
   - C{twisted.web.client._HTTP11ClientFactory} and C{HTTPConnectionPool._factory}:
     the pool's per-connection factory, replaced by a quiet one so that every
-    new upstream connection does not log "Starting factory".
+    new upstream connection does not log "Starting factory", and which builds
+    stproxy's own L{HTTP11ClientProtocol} (its C{_quiescentCallback} is what
+    returns a connection to the pool).
+  - C{HTTP11ClientProtocol._parser} and C{_giveUp}: the parser of the
+    response being read and how the protocol ends a connection with a reason
+    the response then fails with.  The parser keeps the upstream's
+    C{Connection} header in its C{connHeaders}, out of C{response.headers}, so
+    the fields it names would reach the browser; stproxy puts it back.  And
+    its C{state} (C{twisted.web._newclient.STATUS}, C{HEADER}) tells whether
+    the head is still arriving, for the response head size limit, which
+    Twisted's client does not have (an upstream could send headers forever).
+  - C{twisted.web._newclient.ParseError} and
+    C{twisted.web.http._MalformedChunkedDataError}: what Twisted's client
+    fails a response with when its status line or its chunked framing is not
+    HTTP; stproxy then names the upstream as having sent an invalid response
+    rather than as unreachable.
   - C{StreamServerEndpointService._raiseSynchronously}: what
     C{twisted.application.strports.service} sets so that a listener that
     cannot bind raises from C{privilegedStartService} instead of being logged
@@ -37,8 +60,16 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet._sslverify import IOpenSSLTrustRoot
-from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
-from twisted.web.http import HTTPChannel, HTTPFactory, _GenericHTTPChannelProtocol
+from twisted.python.failure import Failure
+from twisted.web._newclient import HEADER, STATUS, ParseError
+from twisted.web.client import HTTP11ClientProtocol, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.http import (
+    HTTPChannel,
+    HTTPFactory,
+    _ChunkedTransferDecoder,
+    _GenericHTTPChannelProtocol,
+    _MalformedChunkedDataError,
+)
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IProtocol
@@ -53,14 +84,127 @@ def channelProtocol(channel: HTTPChannel) -> IProtocol:
     return protocol
 
 
+class BadRequestHook:
+    """Mixed into an L{HTTPChannel} before it: a request it cannot parse goes to L{badRequest}."""
+
+    def badRequest(self) -> None:
+        """Answer the request being read with a 400 and close the connection."""
+        raise NotImplementedError
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.badRequest()
+
+
+def chunkRemaining(channel: HTTPChannel) -> int | None:
+    """
+    How many more bytes the chunk C{channel} is reading declared, or C{None}
+    when it is not inside a chunk of a chunked body.
+    """
+    decoder = getattr(channel, "_transferDecoder", None)
+    if isinstance(decoder, _ChunkedTransferDecoder) and decoder.state == "BODY":
+        return int(decoder.length)
+    return None
+
+
+class ResponseHeadTooLarge(Exception):
+    """The upstream's response head (status line and headers) went past the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response head over {limit} bytes")
+        self.limit = limit
+
+
+#: What Twisted's client fails a response with (inside L{ResponseFailed})
+#: when the upstream sent something that is not HTTP.
+MALFORMED_RESPONSE: tuple[type[Exception], ...] = (
+    ParseError,
+    _MalformedChunkedDataError,
+    ResponseHeadTooLarge,
+)
+
+
+class _UpstreamClientProtocol(HTTP11ClientProtocol):
+    """
+    Twisted's client protocol, with the upstream's C{Connection} header back
+    in C{response.headers} and a cap on the size of a response head.
+    """
+
+    def __init__(self, quiescentCallback: Any, maxHeadSize: int) -> None:
+        super().__init__(quiescentCallback)
+        self._maxHeadSize = maxHeadSize
+        self._headSize = 0
+
+    def request(self, request: Any) -> Any:
+        before = self._parser
+        response = super().request(request)
+        parser = self._parser
+        if parser is not None and parser is not before:  # sent: a response will be parsed
+            self._headSize = 0
+            response.addCallback(_withConnectionHeader, parser)
+        return response
+
+    def _readingHead(self) -> bool:
+        return self._parser is not None and self._parser.state in (STATUS, HEADER)
+
+    def dataReceived(self, bytes: bytes) -> None:
+        """
+        Feed the head to the parser no further than the limit, so however the
+        upstream writes, no more than the limit of it is ever parsed: a head
+        that has not ended there fails.  The body goes on as it comes.
+        """
+        data = bytes
+        while data and self._readingHead():
+            parser = self._parser
+            room = self._maxHeadSize - self._headSize
+            piece, data = data[:room], data[room:]
+            self._headSize += len(piece)
+            super().dataReceived(piece)
+            if self._parser is not parser:  # answered in full, or given up
+                return
+            if self._readingHead() and self._headSize >= self._maxHeadSize:
+                self._giveUp(Failure(ResponseHeadTooLarge(self._maxHeadSize)))
+                return
+        if data:
+            super().dataReceived(data)
+
+
+def _withConnectionHeader(response: Any, parser: Any) -> Any:
+    """C{response}, its C{headers} holding the C{Connection} field the parser kept to itself."""
+    connection = parser.connHeaders.getRawHeaders(b"connection")
+    if connection:
+        response.headers.setRawHeaders(b"connection", connection)
+    return response
+
+
 class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
+    def __init__(self, quiescentCallback: Any, metadata: Any, maxHeadSize: int) -> None:
+        super().__init__(quiescentCallback, metadata)
+        self._maxHeadSize = maxHeadSize
 
-class QuietConnectionPool(HTTPConnectionPool):
-    """An L{HTTPConnectionPool} that does not log "Starting factory" per new connection."""
+    def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:
+        return _UpstreamClientProtocol(self._quiescentCallback, self._maxHeadSize)
 
-    _factory = _QuietClientFactory
+
+class UpstreamConnectionPool(HTTPConnectionPool):
+    """
+    An L{HTTPConnectionPool} whose connections do not log "Starting factory"
+    each, hand the upstream's C{Connection} header on in C{response.headers}
+    (so that L{stproxy.http.headers} drops the fields it names), and fail a
+    response whose head is longer than C{maxHeadSize} bytes with
+    L{ResponseHeadTooLarge}.
+    """
+
+    def __init__(self, reactor: Any, maxHeadSize: int) -> None:
+        super().__init__(reactor, persistent=True)
+        self.maxHeadSize = maxHeadSize
+
+    # Twisted calls self._factory(quiescentCallback, metadata) for each new
+    # connection (HTTPConnectionPool._newConnection); a method, so the factory
+    # gets this pool's limit.
+    def _factory(self, quiescentCallback: Any, metadata: Any) -> _HTTP11ClientFactory:  # type: ignore[override]
+        return _QuietClientFactory(quiescentCallback, metadata, self.maxHeadSize)
 
 
 def raiseBindErrorsAtStart(service: StreamServerEndpointService) -> None:
@@ -113,10 +257,14 @@ class StandardOutputLogMixin:
 
 
 __all__ = [
+    "BadRequestHook",
     "IOpenSSLTrustRoot",
-    "QuietConnectionPool",
+    "MALFORMED_RESPONSE",
+    "ResponseHeadTooLarge",
+    "UpstreamConnectionPool",
     "StandardOutputLogMixin",
     "channelProtocol",
+    "chunkRemaining",
     "forgetExitSignal",
     "raiseBindErrorsAtStart",
 ]

@@ -78,6 +78,7 @@ def assemble(config: Config, reactor: ProxyReactor, ownsProcess: bool = False) -
         accessLog=config.logging.accessLog,
         logObserver=log,
         hsts=config.tls.hsts,
+        maxHeaderSize=config.maxHeaderSize,
     )
     drain = Drain(reactor, metrics, log)
     events = Logger("stproxy.access", None, log) if config.logging.format == "json" else None
@@ -175,6 +176,7 @@ def _addRedirect(
         reactor,
         maxBodySize=config.maxBodySize,
         logObserver=log,
+        maxHeaderSize=config.maxHeaderSize,
     )
     endpoint = AnnouncedEndpoint(
         serverFromString(reactor, tls.redirect), f"{tls.redirect}, redirecting to HTTPS", log

@@ -28,6 +28,13 @@ from stproxy.upstream.address import UpstreamAddress
 #: Streamlit's own server.maxUploadSize (200 MiB) plus room for multipart framing.
 DEFAULT_MAX_BODY_SIZE = 201 * 1024 * 1024
 
+#: Streamlit's st.login splits its identity cookie into chunks that together
+#: reach 5-22 KB, past twisted.web's own 16 KB; nginx's large buffers hold 32 KB.
+DEFAULT_MAX_HEADER_SIZE = 64 * 1024
+
+#: The smallest head limit that still lets a browser's ordinary request through.
+MIN_MAX_HEADER_SIZE = 1024
+
 #: Where Streamlit answers whether it is up.
 HEALTH_PATH = b"/_stcore/health"
 
@@ -66,7 +73,8 @@ class WebSocketSettings:
         The upstream leg never compresses (it is loopback, usually).
     @ivar maxMessageSize: the largest message relayed, either way, in bytes;
         a bigger one closes that leg with 1009.  Streamlit's own
-        C{server.maxMessageSize} is 200 MB.
+        C{server.maxMessageSize} is 200 MB.  0 for none (Autobahn's own
+        meaning), written C{unlimited} on the command line, which refuses 0.
     @ivar handshakeTimeout: how long a browser handshake may wait for the
         upstream's answer (connection included) before it is refused with 504.
         Autobahn's C{openHandshakeTimeout} on the browser leg is one second
@@ -166,8 +174,12 @@ class Config:
     @ivar upstream: the Streamlit server everything is forwarded to.
     @ivar listen: the endpoint descriptions to listen on (C{ssl:} ones are
         built by stproxy from L{TLSSettings.listeners}).
-    @ivar maxBodySize: the largest request body accepted (then 413); 0 for none.
+    @ivar maxBodySize: the largest request body accepted (then 413); 0 for
+        none, written C{unlimited} on the command line, which refuses 0.
     @ivar trusted: the peers whose forwarding headers are appended to.
+    @ivar maxHeaderSize: the largest request head (request line and headers,
+        line endings included) accepted, WebSocket handshakes too (then 431,
+        or 414 for a request line); never unlimited.
     """
 
     upstream: UpstreamAddress = UpstreamAddress("http", "localhost", 8501)
@@ -179,8 +191,11 @@ class Config:
     tls: TLSSettings = TLSSettings()
     operations: OperationsSettings = OperationsSettings()
     logging: LogSettings = LogSettings()
+    maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE
 
     def __post_init__(self) -> None:
+        if self.maxHeaderSize < MIN_MAX_HEADER_SIZE:
+            raise ConfigError(f"--max-header-size must be at least {MIN_MAX_HEADER_SIZE} bytes")
         if not self.listen:
             raise ConfigError("give at least one --listen endpoint")
         if self.maxBodySize < 0:
@@ -202,5 +217,7 @@ __all__ = [
     "Timeouts",
     "WebSocketSettings",
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_HEADER_SIZE",
+    "MIN_MAX_HEADER_SIZE",
     "HEALTH_PATH",
 ]

@@ -17,7 +17,13 @@ from typing import Callable, Mapping, TypeVar
 
 from twisted.logger import LogLevel
 
-from stproxy.config import ConfigError, LogSettings, OperationsSettings, WebSocketSettings
+from stproxy.config import (
+    MIN_MAX_HEADER_SIZE,
+    ConfigError,
+    LogSettings,
+    OperationsSettings,
+    WebSocketSettings,
+)
 from stproxy.edge.endpoints import checkPlainDescription, isSSLDescription
 from stproxy.http.headers import TrustedProxies
 from stproxy.upstream.address import UpstreamAddress
@@ -69,6 +75,42 @@ def parseSize(text: str) -> int:
     if not _DIGITS.fullmatch(number):
         raise ValueError(f"{text!r} is not a size (use e.g. 1048576, 512K, 200M)")
     return int(number) * _SIZE_SUFFIXES[suffix]
+
+
+#: What a size limit flag takes for "no limit".
+UNLIMITED = "unlimited"
+
+
+def sizeLimit(text: str) -> int:
+    """
+    A size limit (C{--max-body-size}, C{--ws-max-message-size}): a size, or
+    C{unlimited}, returned as 0, which is what L{stproxy.config.Config} and
+    Autobahn take for "none".  A written 0 is refused: it reads as "nothing
+    allowed" and used to lift the limit without a word.
+    """
+    if text.strip().lower() == UNLIMITED:
+        return 0
+    try:
+        size = parseSize(text)
+    except ValueError:
+        raise ValueError(f"not a size (use e.g. 1048576, 512K, 200M, or {UNLIMITED})") from None
+    if size == 0:
+        raise ValueError(f"a limit of 0 is refused; write {UNLIMITED} for no limit")
+    return size
+
+
+def headerSize(text: str) -> int:
+    """
+    C{--max-header-size}: a size of at least 1K, never unlimited (a request
+    head is held in memory whole until it ends).
+    """
+    try:
+        size = parseSize(text)
+    except ValueError:
+        raise ValueError("not a size (use e.g. 65536, 64K, 1M)") from None
+    if size < MIN_MAX_HEADER_SIZE:
+        raise ValueError(f"must be at least {MIN_MAX_HEADER_SIZE // 1024}K")
+    return size
 
 
 def flag(name: str, text: object, parse: Callable[[str], T]) -> T:
@@ -198,17 +240,19 @@ def webSocketSettings(
         pingInterval=flag("ws-ping-interval", pingInterval, nonNegativeSeconds),
         pingTimeout=flag("ws-ping-timeout", pingTimeout, positiveSeconds),
         compression=compression.lower() == "on",
-        maxMessageSize=flag("ws-max-message-size", maxMessageSize, parseSize),
+        maxMessageSize=flag("ws-max-message-size", maxMessageSize, sizeLimit),
     )
 
 
 __all__ = [
     "flag",
+    "headerSize",
     "listeners",
     "logSettings",
     "nonNegativeSeconds",
     "operations",
     "parseSize",
+    "sizeLimit",
     "port",
     "positiveSeconds",
     "trustedProxies",

@@ -20,7 +20,6 @@ from twisted.python import usage
 from stproxy import parse
 from stproxy.assembly import assemble
 from stproxy.config import Config, ConfigError, Timeouts
-from stproxy.parse import DEFAULT_UPSTREAM_HOST, DEFAULT_UPSTREAM_PORT
 from stproxy.parsetls import TLSFlags, tlsSettings
 from stproxy.reactor import ProxyReactor, globalReactor
 
@@ -42,14 +41,6 @@ class Options(usage.Options):
     )
 
     optParameters = [
-        [
-            "upstream",
-            "u",
-            None,
-            "Streamlit server: HOST:PORT, http://HOST:PORT or https://HOST:PORT "
-            f"[default: {DEFAULT_UPSTREAM_HOST}:{DEFAULT_UPSTREAM_PORT}, or "
-            "$STREAMLIT_HOST/$STREAMLIT_PORT]",
-        ],
         ["log-level", None, "INFO", "DEBUG, INFO, WARNING or ERROR"],
         ["access-log", None, None, "Write a combined-format access log to PATH ('-' = stdout)"],
         ["connect-timeout", None, "10", "Seconds to wait for a connection to the upstream"],
@@ -63,7 +54,13 @@ class Options(usage.Options):
             "max-body-size",
             None,
             "201M",
-            "Largest request body accepted (then 413); K/M/G suffixes allowed",
+            "Largest request body accepted (then 413); K/M/G suffixes allowed, or unlimited",
+        ],
+        [
+            "max-header-size",
+            None,
+            "64K",
+            "Largest request head, request line and headers (then 431; 414 for the line alone)",
         ],
         ["ws-ping-interval", None, "30", "Seconds between WebSocket pings to the browser; 0 = off"],
         ["ws-ping-timeout", None, "30", "Seconds to wait for a pong before dropping the browser"],
@@ -72,7 +69,8 @@ class Options(usage.Options):
             "ws-max-message-size",
             None,
             "200M",
-            "Largest WebSocket message relayed (Streamlit's server.maxMessageSize)",
+            "Largest WebSocket message relayed (Streamlit's server.maxMessageSize);"
+            " K/M/G suffixes allowed, or unlimited",
         ],
         ["streamlit-host", None, None, "Seed-compatible: upstream host [$STREAMLIT_HOST]"],
         ["streamlit-port", None, None, "Seed-compatible: upstream port [$STREAMLIT_PORT]"],
@@ -144,8 +142,22 @@ class Options(usage.Options):
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.environ = os.environ if environ is None else environ
+        self["upstream"] = None
         self["listen"] = []
         self["trust-forwarded"] = []
+
+    def opt_upstream(self, address: str) -> None:
+        """Streamlit server: HOST:PORT, http://HOST:PORT or https://HOST:PORT [default: localhost:8501, or $STREAMLIT_HOST/$STREAMLIT_PORT]"""
+        # Refused rather than last-one-wins: a second upstream reads like
+        # load balancing, which stproxy does not do (yet).
+        if self["upstream"] is not None:
+            raise usage.UsageError(
+                f"--upstream given twice: {self['upstream']} and {address};"
+                " one upstream per proxy until replicas are supported"
+            )
+        self["upstream"] = address
+
+    opt_u = opt_upstream
 
     def opt_listen(self, description: str) -> None:
         """
@@ -205,7 +217,8 @@ class Options(usage.Options):
             upstream=upstream,
             listen=listen,
             timeouts=timeouts,
-            maxBodySize=parse.flag("max-body-size", self["max-body-size"], parse.parseSize),
+            maxBodySize=parse.flag("max-body-size", self["max-body-size"], parse.sizeLimit),
+            maxHeaderSize=parse.flag("max-header-size", self["max-header-size"], parse.headerSize),
             trusted=parse.trustedProxies(self["trust-forwarded"]),
             websocket=parse.webSocketSettings(
                 self["ws-ping-interval"],

@@ -19,18 +19,24 @@ from twisted.internet import interfaces
 from twisted.internet.base import ReactorBase
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.web import client, http
+from twisted.python.failure import Failure
+from twisted.web import _newclient, client, http
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from stproxy import _twisted
 from stproxy._twisted import (
-    QuietConnectionPool,
+    MALFORMED_RESPONSE,
+    BadRequestHook,
+    ResponseHeadTooLarge,
     StandardOutputLogMixin,
+    UpstreamConnectionPool,
     channelProtocol,
+    chunkRemaining,
     forgetExitSignal,
     raiseBindErrorsAtStart,
 )
@@ -115,10 +121,9 @@ def test_generic_channel_protocol_passes_the_site_on():
 
 
 def test_connection_pool_builds_its_factory_from_underscore_factory():
-    """HTTPConnectionPool._factory is _HTTP11ClientFactory, built per connection as (callback, repr)."""
+    """HTTPConnectionPool calls self._factory(callback, repr) per connection; its protocol keeps the callback."""
     factoryClass = private(client, "_HTTP11ClientFactory")
     assert private(client.HTTPConnectionPool, "_factory") is factoryClass
-    assert issubclass(QuietConnectionPool._factory, factoryClass)
 
     built: list[Factory] = []
 
@@ -127,21 +132,24 @@ def test_connection_pool_builds_its_factory_from_underscore_factory():
             built.append(factory)
             return Deferred()
 
-    for poolClass, noisy in [(client.HTTPConnectionPool, True), (QuietConnectionPool, False)]:
-        pool = poolClass(MemoryReactorClock(), persistent=True)
+    pools = [client.HTTPConnectionPool(MemoryReactorClock()), UpstreamConnectionPool(MemoryReactorClock(), 1024)]
+    for pool, noisy in zip(pools, [True, False]):
+        name = type(pool).__name__
         pool.getConnection(("http", b"example.com", 80), Endpoint())
         factory = built.pop()
-        assert isinstance(factory, factoryClass), (
-            f"{poolClass.__name__} no longer connects with its _factory"
-        )
-        assert factory.noisy is noisy, f"{poolClass.__name__}'s factory has noisy={factory.noisy}"
+        assert isinstance(factory, factoryClass), f"{name} no longer connects with its _factory"
+        assert factory.noisy is noisy, f"{name}'s factory has noisy={factory.noisy}"
+        callback = private(factory, "_quiescentCallback")
+        protocol = factory.buildProtocol(None)
+        assert isinstance(protocol, client.HTTP11ClientProtocol)
+        assert protocol._quiescentCallback is callback, "the callback that returns connections is lost"
 
 
 def test_quiet_pool_factory_does_not_log_starting_factory():
-    """The factory a QuietConnectionPool connects with logs nothing when it starts and stops."""
+    """The factory an UpstreamConnectionPool connects with logs nothing when it starts and stops."""
     from twisted.logger import capturedLogs
 
-    factory = QuietConnectionPool._factory(lambda protocol: None, "endpoint")
+    factory = UpstreamConnectionPool(MemoryReactorClock(), 1024)._factory(lambda protocol: None, "endpoint")
     with capturedLogs() as events:
         factory.doStart()
         factory.doStop()
@@ -298,3 +306,150 @@ def selfSignedPEM() -> bytes:
         .sign(key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def _clientExchange(protocol: client.HTTP11ClientProtocol) -> tuple[StringTransport, list[Any]]:
+    """C{protocol} connected to a StringTransport with one GET sent: its transport and (later) its result."""
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    results: list[Any] = []
+    request = client.Request(b"GET", b"/", Headers({b"host": [b"example.com"]}), None)
+    protocol.request(request).addBoth(results.append)
+    return transport, results
+
+
+def test_client_parser_keeps_the_connection_header_to_itself():
+    """HTTP11ClientProtocol._parser holds the upstream's Connection in connHeaders, not in response.headers."""
+    protocol = client.HTTP11ClientProtocol()
+    _, results = _clientExchange(protocol)
+    parser = private(protocol, "_parser")
+    assert parser.state == private(_newclient, "STATUS")
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\n")
+    assert parser.state == private(_newclient, "HEADER")
+    protocol.dataReceived(b"Content-Length: 1\r\n\r\n")
+    assert parser.state == "BODY"
+    [response] = results
+    assert not response.headers.hasHeader(b"connection"), "Twisted now passes Connection on itself"
+    assert response.headers.getRawHeaders(b"x-hop") == [b"1"], "so X-Hop would reach the browser"
+    assert parser.connHeaders.getRawHeaders(b"connection") == [b"X-Hop"]
+
+
+def test_upstream_pool_protocol_hands_the_connection_header_on():
+    """The protocol of an UpstreamConnectionPool puts the Connection header back in response.headers."""
+    factory = UpstreamConnectionPool(MemoryReactorClock(), 1024)._factory(lambda protocol: None, "endpoint")
+    protocol = factory.buildProtocol(None)
+    _, results = _clientExchange(protocol)
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n")
+    [response] = results
+    assert response.headers.getRawHeaders(b"connection") == [b"X-Hop"]
+
+
+def test_give_up_fails_the_pending_response_with_its_reason():
+    """HTTP11ClientProtocol._giveUp(reason) closes the connection and fails the response with ResponseFailed([reason])."""
+    protocol = client.HTTP11ClientProtocol()
+    transport, results = _clientExchange(protocol)
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nX-Many: 1\r\n")
+    private(protocol, "_giveUp")(Failure(ResponseHeadTooLarge(10)))
+    assert transport.disconnecting
+    [failure] = results
+    assert failure.check(client.ResponseFailed)
+    assert [reason.type for reason in failure.value.reasons] == [ResponseHeadTooLarge]
+
+
+def test_upstream_pool_protocol_caps_the_response_head():
+    """A head past the pool's limit fails the response with ResponseHeadTooLarge, through _giveUp."""
+    factory = UpstreamConnectionPool(MemoryReactorClock(), 1024)._factory(lambda protocol: None, "endpoint")
+    protocol = factory.buildProtocol(None)
+    transport, results = _clientExchange(protocol)
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 200)
+    [failure] = results
+    assert [reason.type for reason in failure.value.reasons] == [ResponseHeadTooLarge]
+    assert transport.disconnecting
+
+
+@pytest.mark.parametrize(
+    "data, private_name",
+    [
+        (b"HTTP/1.1 abc OK\r\n\r\n", "ParseError"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "_MalformedChunkedDataError"),
+    ],
+    ids=["status-line", "chunk-size"],
+)
+def test_malformed_responses_fail_with_the_errors_stproxy_names(data: bytes, private_name: str):
+    """A bad status line fails with _newclient.ParseError, a bad chunk size with http._MalformedChunkedDataError."""
+    module = _newclient if private_name == "ParseError" else http
+    error = private(module, private_name)
+    assert error in MALFORMED_RESPONSE
+    protocol = client.HTTP11ClientProtocol()
+    _, results = _clientExchange(protocol)
+    protocol.dataReceived(data)
+    [result] = results
+    if isinstance(result, Failure):  # the status line: no response at all
+        reasons = result.value.reasons
+    else:  # the chunk size: a response whose body fails
+        ended: list[Failure] = []
+
+        class Body(Protocol):
+            def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+                ended.append(reason)
+
+        result.deliverBody(Body())
+        reasons = ended[0].value.reasons
+    assert reasons[0].check(error), reasons
+
+
+class _HookedChannel(BadRequestHook, http.HTTPChannel):
+    """A channel answering bad requests as stproxy's does: here, by counting them."""
+
+    refused = 0
+
+    def badRequest(self) -> None:
+        self.refused += 1
+        self.loseConnection()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /\r\n\r\n",
+        b"GET / HTTP/1.1\r\nNo colon\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["request-line", "field", "two-lengths", "chunk-size"],
+)
+def test_respond_to_bad_request_and_disconnect_is_how_bad_requests_are_answered(data: bytes):
+    """HTTPChannel._respondToBadRequestAndDisconnect writes twisted.web's bare 400; BadRequestHook replaces it."""
+    private(http.HTTPChannel, "_respondToBadRequestAndDisconnect")
+    for channel, written, refused in [
+        (http.HTTPChannel(), b"HTTP/1.1 400 Bad Request\r\n\r\n", 0),
+        (_HookedChannel(), b"", 1),
+    ]:
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(data)
+        assert transport.value() == written, f"{type(channel).__name__} answered {transport.value()!r}"
+        assert getattr(channel, "refused", 0) == refused, "_respondToBadRequestAndDisconnect was not called"
+
+
+def test_chunk_remaining_reads_the_chunked_transfer_decoder():
+    """HTTPChannel._transferDecoder is a _ChunkedTransferDecoder whose state and length tell the chunk's size."""
+    decoderClass = private(http, "_ChunkedTransferDecoder")
+    channel = http.HTTPChannel()
+    channel.makeConnection(StringTransport())
+    assert chunkRemaining(channel) is None
+    channel.dataReceived(b"PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(private(channel, "_transferDecoder"), decoderClass)
+    assert chunkRemaining(channel) is None, "a chunk is reported before its size line"
+    channel.dataReceived(b"100000000000000000000\r\n")
+    assert chunkRemaining(channel) == 2**80, "the declared chunk size is not the decoder's length"
+    channel.dataReceived(b"abc")
+    assert chunkRemaining(channel) == 2**80 - 3, "the decoder's length is not what is left of the chunk"
+
+    channel = http.HTTPChannel()
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc")
+    assert chunkRemaining(channel) is None, "a chunk read whole is still reported"
+    channel.dataReceived(b"\r\n0\r\n\r\n")
+    assert private(channel, "_transferDecoder") is None
+    assert chunkRemaining(channel) is None

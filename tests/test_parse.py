@@ -9,7 +9,7 @@ import pytest
 from twisted.python import usage
 
 from option_parsing import parse
-from stproxy.parse import parseSize
+from stproxy.parse import parseSize, sizeLimit
 from stproxy.tap import Options
 
 
@@ -27,6 +27,9 @@ from stproxy.tap import Options
         (["--log-level", "LOUD"], "--log-level LOUD"),
         (["--upstream-timeout", "-1"], "--upstream-timeout"),
         (["--max-body-size", "lots"], "--max-body-size"),
+        (["--max-header-size", "lots"], "--max-header-size lots: not a size (use e.g. 65536, 64K, 1M)"),
+        (["--max-header-size", "unlimited"], "--max-header-size unlimited: not a size"),
+        (["--max-header-size", "512"], "--max-header-size 512: must be at least 1K"),
         (["--trust-forwarded", "10.0.0.0/33"], "--trust-forwarded"),
         (["--ws-compression", "maybe"], "--ws-compression"),
         (["--listen", "tcp:99999"], "--listen tcp:99999: port '99999'"),
@@ -37,6 +40,15 @@ from stproxy.tap import Options
         (["--upstream-timeout", "inf"], "--upstream-timeout inf"),
         (["--ws-ping-interval", "nan"], "--ws-ping-interval nan"),
         (["--health-path", "_stcore/health"], "--health-path"),
+        # 0 used to lift the limit without a word; "unlimited" says so.
+        (["--max-body-size", "0"], "--max-body-size 0: a limit of 0 is refused; write unlimited for no limit"),
+        (["--ws-max-message-size", "0K"], "--ws-max-message-size 0K: a limit of 0 is refused; write unlimited"),
+        (["--ws-max-message-size", "lots"], "not a size (use e.g. 1048576, 512K, 200M, or unlimited)"),
+        # One upstream per proxy, however the repeat is spelled.
+        (["--upstream", "a:1", "--upstream", "b:2"], "--upstream given twice: a:1 and b:2; one upstream per proxy until replicas are supported"),
+        (["-u", "a:1", "--upstream", "b:2"], "--upstream given twice: a:1 and b:2"),
+        (["--upstream=a:1", "-ub:2"], "--upstream given twice: a:1 and b:2"),
+        (["-u", "a:1", "--streamlit-port", "2"], "give either --upstream or --streamlit-host/--streamlit-port, not both"),
     ],
 )
 def test_bad_values_are_usage_errors(argv: list[str], fragment: str) -> None:
@@ -60,3 +72,40 @@ def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -
 def test_sizes(text: str, size: int) -> None:
     """Sizes are accepted as plain bytes or with K, M and GiB suffixes."""
     assert parseSize(text) == size
+
+
+def test_a_repeated_upstream_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """--upstream twice is refused on the command line in one line, status 2, rather than the last one winning."""
+    options = Options(environ={})
+    with pytest.raises(SystemExit) as exited:
+        options.parseOptions(["--upstream", "a:1", "-u", "b:2"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("stproxy: error: --upstream given twice: a:1 and b:2;")
+
+
+@pytest.mark.parametrize("text, size", [("unlimited", 0), ("UNLIMITED", 0), (" Unlimited ", 0), ("1", 1), ("200M", 200 << 20)])
+def test_size_limits(text: str, size: int) -> None:
+    """A size limit is a size, or "unlimited" in any case, which is 0, the configuration's "none"."""
+    assert sizeLimit(text) == size
+
+
+@pytest.mark.parametrize("text", ["0", "0K", "00M"])
+def test_a_zero_size_limit_is_refused(text: str) -> None:
+    """0 as a limit is refused rather than quietly meaning no limit at all."""
+    with pytest.raises(ValueError, match="write unlimited"):
+        sizeLimit(text)
+
+
+@pytest.mark.parametrize("word", ["unlimited", "Unlimited"])
+def test_unlimited_lifts_the_body_and_message_limits(word: str) -> None:
+    """--max-body-size unlimited and --ws-max-message-size unlimited configure no limit (0)."""
+    config = parse("--max-body-size", word, "--ws-max-message-size", word).config
+    assert config.maxBodySize == 0
+    assert config.websocket.maxMessageSize == 0
+
+
+@pytest.mark.parametrize("argv, size", [((), 64 * 1024), (("--max-header-size", "32K"), 32 * 1024)])
+def test_max_header_size(argv: tuple[str, ...], size: int) -> None:
+    """--max-header-size takes a size like --max-body-size, 64K by default."""
+    assert parse(*argv).config.maxHeaderSize == size

@@ -53,6 +53,8 @@ AUTOBAHN_INTERNALS = {
     "http_request_path",
     "onCloseFrame",
     "failHandshake",
+    "serverConnectionDropTimeoutCall",
+    "onServerConnectionDropTimeout",
 }
 
 #: The Twisted internals listed in stproxy/_twisted.py's docstring.
@@ -64,6 +66,13 @@ TWISTED_INTERNALS = {
     "_openLogFile",
     "_sslverify",
     "_factory",
+    "_quiescentCallback",
+    "_parser",
+    "_giveUp",
+    "_MalformedChunkedDataError",
+    "_respondToBadRequestAndDisconnect",
+    "_transferDecoder",
+    "_ChunkedTransferDecoder",
 }
 
 #: The libraries whose private names only the adapters may use, and their caps.

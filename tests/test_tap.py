@@ -31,6 +31,12 @@ def test_listen_is_repeatable() -> None:
     assert options.config.listen == ("tcp:8500", "tcp:8600:interface=127.0.0.1")
 
 
+def test_upstream_has_a_short_form() -> None:
+    """-u names the upstream as --upstream does, and the one given is kept."""
+    assert parse("-u", "https://st:9501").config.upstream == UpstreamAddress("https", "st", 9501)
+    assert parse("--upstream", "st:9501").config.upstream == UpstreamAddress("http", "st", 9501)
+
+
 def test_seed_flags_build_upstream_and_listener() -> None:
     """
     The seed proxy's --streamlit-host/--streamlit-port and --proxy-host/--proxy-port still
@@ -69,6 +75,18 @@ def test_make_service_wires_one_listener_per_endpoint_without_starting() -> None
     assert listeners[0].factory is listeners[1].factory
     assert not service.running
     assert reactor.tcpServers == []
+
+
+def test_make_service_gives_the_head_limit_to_every_proxy_site(pki: PKI) -> None:
+    """--max-header-size reaches the public listeners' site and the redirect listener's."""
+    options = parse(
+        "--listen", "ssl:0", *pki.server_args(), "--redirect-http", "tcp:0",
+        "--max-header-size", "32K", "--upstream", "127.0.0.1:9",
+    )  # fmt: skip
+    service = makeService(options, MemoryReactorClock())
+    listeners = {s.name: s for s in service if isinstance(s, StreamServerEndpointService)}
+    assert listeners["listener-0"].factory.maxHeaderSize == 32 * 1024
+    assert listeners["redirect-http"].factory.maxHeaderSize == 32 * 1024
 
 
 def test_make_service_listens_when_started_and_stops_cleanly() -> None:

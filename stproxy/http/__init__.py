@@ -1,7 +1,9 @@
 """
 The HTTP side: one twisted.web L{Site} for every listener.
 
-C{site} (connections, accounting), C{request} (the body cap and HSTS),
+C{site} (connections, accounting), C{channel} (the head limits, and the
+proxy's own answers when a request cannot be read), C{linger} (closing
+without a reset after such an answer), C{request} (the body cap and HSTS),
 C{root} (upgrade or not), C{forward} (what may be forwarded, and how),
 C{exchange} (one request and its streamed response), C{headers} (which
 headers cross, pure functions) and C{accesslog} (what is counted and logged

@@ -9,6 +9,7 @@ caps their size).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from twisted.internet.interfaces import IReactorTime
@@ -32,6 +33,15 @@ REFUSED_METHODS = frozenset({b"CONNECT", b"TRACE"})
 #: twisted.web lets control bytes and DEL through, the HTTP client refuses them.
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")
 
+#: C{host[:port]} as a Host header may hold it (RFC 9110 section 7.2): an
+#: IPv6 literal in brackets, or a reg-name (which covers IPv4 addresses) of
+#: RFC 3986's unreserved characters and percent-escapes.  Its sub-delims are
+#: left out: C{,} and C{;} separate the values of X-Forwarded-Host and
+#: Forwarded, and no DNS name holds any of them.
+_HOST = re.compile(
+    rb"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?:[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})+)(?::[0-9]{1,5})?"
+)
+
 
 def peerOf(request: Request) -> Peer:
     """Who is on the other end of C{request}'s connection, for the forwarding headers."""
@@ -41,6 +51,27 @@ def peerOf(request: Request) -> Peer:
         host=request.getHeader(b"host"),
         secure=request.isSecure(),
     )
+
+
+def validHost(value: bytes) -> bool:
+    """
+    Whether C{value}, a Host header (or C{:authority}), is a C{host[:port]}:
+    a name or an IPv4 address, or an IPv6 address in brackets, and port
+    digits.  Anything else (spaces from an obs-folded line, a second host,
+    user info, a path) would reach Streamlit and the forwarding headers as
+    it is.
+    """
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return False
+    literal = match.group("ipv6")
+    if literal is None:
+        return True
+    try:
+        ipaddress.IPv6Address(literal.decode("ascii"))
+    except ValueError:
+        return False
+    return True
 
 
 def refusal(request: Request) -> tuple[int, str, str] | None:
@@ -58,9 +89,11 @@ def refusal(request: Request) -> tuple[int, str, str] | None:
         return 400, "Bad Request", "Only origin-form request targets (/path) are accepted."
     if not _VISIBLE_ASCII.fullmatch(request.uri):
         return 400, "Bad Request", "The request target holds bytes a URI may not hold."
-    hosts = len(request.requestHeaders.getRawHeaders(b"host", []))
-    if hosts > 1 or (hosts == 0 and request.clientproto != b"HTTP/1.0"):
+    hosts = request.requestHeaders.getRawHeaders(b"host", [])
+    if len(hosts) > 1 or (not hosts and request.clientproto != b"HTTP/1.0"):
         return 400, "Bad Request", "A request needs exactly one Host header."
+    if hosts and not validHost(hosts[0]):
+        return 400, "Bad Request", "The Host header is not a host[:port]."
     return None
 
 
@@ -126,4 +159,4 @@ class ReverseProxyResource(Resource):
         return NOT_DONE_YET
 
 
-__all__ = ["ReverseProxyResource", "refusal", "peerOf"]
+__all__ = ["ReverseProxyResource", "refusal", "peerOf", "validHost"]

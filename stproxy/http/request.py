@@ -1,6 +1,7 @@
 """
 The request stproxy's site makes: a body cap enforced as the bytes arrive,
-and HSTS on every response over TLS.
+HSTS on every response over TLS, and the short page the proxy answers with
+itself when it refuses a request it has not read to the end.
 """
 
 from __future__ import annotations
@@ -9,10 +10,22 @@ from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver
+from twisted.web.http import datetimeToString
 from twisted.web.server import Request
 
 from stproxy.ops.drain import Drain
-from stproxy.ops.logs import loggerFor
+
+#: The longest body anything could declare: no file offset goes further, so
+#: a larger C{Content-Length} or chunk size is not a length but an attack.
+MAX_REAL_LENGTH = 2**63 - 1
+
+#: The reason phrases of the answers the proxy writes itself (RFC 9110's names).
+_PHRASES = {
+    400: b"Bad Request",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
 
 
 class RequestPolicy(Protocol):
@@ -28,14 +41,11 @@ class RequestPolicy(Protocol):
         """C{request} is finished, or its client went away."""
 
 
-#: The message a client gets when its body is over the limit.
-_TOO_LARGE = (
-    b"HTTP/1.1 413 Content Too Large\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 34\r\n"
-    b"Connection: close\r\n\r\n"
-    b"Request body exceeds server limit\n"
-)
+class Refuser(Protocol):
+    """What a L{ProxyRequest} needs of its connection (a L{stproxy.http.channel.ProxyChannel})."""
+
+    def refuse(self, status: int, detail: str, expected: int | None = None) -> None:
+        """Answer the request being read with C{status} and close the connection."""
 
 
 class ProxyRequest(Request):
@@ -45,8 +55,9 @@ class ProxyRequest(Request):
     twisted.web reads the whole body before any resource sees the request
     and sets no limit of its own, so the cap is enforced here, as the bytes
     arrive: a declared C{Content-Length} over the cap is refused before the
-    body is read, a chunked body as soon as it crosses it.  The answer is a
-    413 and a closed connection, as nginx gives.
+    body is read, a chunked body as soon as a chunk declares a size that
+    would cross it.  The answer is a 413, as nginx gives, and the connection
+    is closed once the client has stopped sending (L{stproxy.http.linger}).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -61,41 +72,41 @@ class ProxyRequest(Request):
         site: RequestPolicy = self.channel.site  # type: ignore[attr-defined]
         return site
 
-    def _limit(self) -> int:
-        """The site's cap in bytes; 0 for none."""
-        return self.policy.maxBodySize
+    def _refuse(self, status: int, detail: str, expected: int | None = None) -> None:
+        connection: Refuser = self.channel  # type: ignore[assignment]
+        connection.refuse(status, detail, expected)
 
     def gotLength(self, length: int | None) -> None:
-        limit = self._limit()
-        if length is not None and limit and length > limit:
-            self._refuseBody(length)
+        if length is not None and not self.expectBody(length, declared=True):
             return
         super().gotLength(length)
+
+    def expectBody(self, more: int, declared: bool = False) -> bool:
+        """
+        Whether a body C{more} bytes longer than what has arrived may come:
+        if not, it is refused (413 over C{maxBodySize}, 400 over any real
+        length).
+
+        @param declared: C{more} is the C{Content-Length}: the client is
+            sending exactly that, which is worth reading and discarding.
+        """
+        total = self.bodyBytes + more
+        limit = self.policy.maxBodySize
+        expected = more if declared else None
+        if limit and total > limit:
+            self._refuse(413, f"The request body is over the limit of {limit} bytes.", expected)
+        elif total > MAX_REAL_LENGTH:
+            self._refuse(400, "The request declares a body longer than any could be.", expected)
+        else:
+            return True
+        return False
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
             return
         self.bodyBytes += len(data)
-        limit = self._limit()
-        if limit and self.bodyBytes > limit:
-            self._refuseBody(self.bodyBytes)
-            return
-        super().handleContentChunk(data)
-
-    def _refuseBody(self, size: int) -> None:
-        self._refused = True
-        loggerFor(self, self.policy.logObserver).warn(
-            "Refused a request body of {size} bytes (limit {limit})",
-            size=size,
-            limit=self._limit(),
-        )
-        # Answered already: twisted.web must not invite the body with a
-        # "100 Continue" after the 413.
-        self.requestHeaders.removeHeader(b"expect")
-        transport = self.channel.transport
-        assert transport is not None  # the body is arriving on it
-        transport.write(_TOO_LARGE)
-        transport.loseConnection()
+        if self.expectBody(0):
+            super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
@@ -105,14 +116,44 @@ class ProxyRequest(Request):
     #: When the request arrived (reactor time), for the duration metric and log.
     started: float = 0.0
 
-    def process(self) -> None:
-        """Register with the site's L{Drain} while in flight, so shutdown waits for it."""
+    def track(self) -> None:
+        """
+        Register with the site's L{Drain} while in flight, so shutdown waits
+        for it, and be counted and logged when finished.
+        """
         site = self.policy
         self.started = site.reactor.seconds()
         if site.drain is not None:
             site.drain.requestStarted(self, self.channel)
             self.notifyFinish().addBoth(site.requestEnded, self)
+
+    def process(self) -> None:
+        self.track()
         super().process()
+
+    def answer(self, status: int, detail: str, line: tuple[bytes, bytes, bytes]) -> None:
+        """
+        Answer with the proxy's own short text page, counted and logged like
+        any response, and close the connection: what a client gets when its
+        request cannot be read to the end (L{stproxy.http.channel}).
+
+        @param line: the method, target and version of the request line, as
+            far as they are known, for the status line and the logs.
+        """
+        self._refused = True
+        self.method, self.uri, version = line
+        self.path = self.uri.split(b"?", 1)[0]
+        self.clientproto = version if version == b"HTTP/1.0" else b"HTTP/1.1"
+        self.track()
+        body = detail.encode("utf-8") + b"\n"
+        self.setResponseCode(status, _PHRASES.get(status))
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"date", [datetimeToString(int(self.started))])
+        headers.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+        headers.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
+        headers.setRawHeaders(b"connection", [b"close"])
+        self.write(body)
+        self.finish()
 
     def write(self, data: bytes) -> None:
         """
@@ -127,4 +168,4 @@ class ProxyRequest(Request):
         super().write(data)
 
 
-__all__ = ["ProxyRequest", "RequestPolicy"]
+__all__ = ["ProxyRequest", "RequestPolicy", "Refuser", "MAX_REAL_LENGTH"]

@@ -1,48 +1,34 @@
 """
 The twisted.web L{Site} every public listener serves: its connections are
-tracked for a graceful stop, its requests capped (L{stproxy.http.request}),
-counted and logged (L{stproxy.http.accesslog}).
+tracked for a graceful stop, their request heads capped
+(L{stproxy.http.channel}), its request bodies capped
+(L{stproxy.http.request}), its requests counted and logged
+(L{stproxy.http.accesslog}).
 """
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IProtocol, IReactorTime
-from twisted.internet.protocol import connectionDone
 from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from stproxy._twisted import StandardOutputLogMixin, channelProtocol
+from stproxy.config import DEFAULT_MAX_HEADER_SIZE
 from stproxy.http.accesslog import Accounting
+from stproxy.http.channel import ProxyChannel
 from stproxy.http.request import ProxyRequest
 from stproxy.http.root import ProxyRoot
 from stproxy.ops.drain import Drain
 
 
-class _TrackedChannel(HTTPChannel):
-    """An L{HTTPChannel} that tells its site's L{Drain} when it opens and closes."""
-
-    site: ProxySite
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        if self.site.drain is not None:
-            self.site.drain.connectionOpened(self)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.site.drain is not None:
-            self.site.drain.connectionClosed(self)
-        super().connectionLost(reason)
-
-
 class ProxySite(StandardOutputLogMixin, Site):
     """
     The L{Site} stproxy listens with: transparent to bodies and headers,
-    with a request body cap and an optional combined-format access log
-    (a file path, or C{"-"} for standard output).
+    with request head and body caps and an optional combined-format access
+    log (a file path, or C{"-"} for standard output).
 
     @ivar drain: the tracker of open connections and requests, once
         L{instrument}ed.
@@ -62,10 +48,13 @@ class ProxySite(StandardOutputLogMixin, Site):
         accessLog: str | None = None,
         logObserver: ILogObserver | None = None,
         hsts: int | None = None,
+        maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
     ) -> None:
         """
         @param hsts: C{Strict-Transport-Security} max-age, in seconds, for
             responses over TLS; C{None} sends none.
+        @param maxHeaderSize: the largest request head (request line and
+            headers) accepted, in bytes (then 431, or 414 for the line).
         """
         toStdout = accessLog == "-"
         super().__init__(
@@ -77,6 +66,7 @@ class ProxySite(StandardOutputLogMixin, Site):
         if toStdout:
             self.logPath = "-"  # set after __init__, which would make it a path
         self.maxBodySize = maxBodySize
+        self.maxHeaderSize = maxHeaderSize
         self.logObserver = logObserver
         self.hstsHeader = None if hsts is None else b"max-age=%d" % (hsts,)
         self.noisy = False
@@ -85,8 +75,8 @@ class ProxySite(StandardOutputLogMixin, Site):
     # HTTPFactory.protocol is annotated as a class attribute returning
     # Twisted's private wrapper class; this method builds that same wrapper.
     def protocol(self) -> IProtocol:  # type: ignore[override]
-        """A channel that reports to L{drain}, in twisted.web's own wrapper."""
-        return channelProtocol(_TrackedChannel())
+        """A channel that caps heads and reports to L{drain}, in twisted.web's own wrapper."""
+        return channelProtocol(ProxyChannel(self.maxHeaderSize))
 
     def instrument(self, drain: Drain, accounting: Accounting) -> None:
         """Track connections and requests in C{drain}; count and log them with C{accounting}."""
@@ -132,9 +122,11 @@ def buildSite(
     accessLog: str | None,
     logObserver: ILogObserver | None = None,
     hsts: int | None = None,
+    maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
 ) -> ProxySite:
     """The resource tree (L{ProxyRoot}) and the L{Site} around it."""
-    return ProxySite(ProxyRoot(http, webSocket), reactor, maxBodySize, accessLog, logObserver, hsts)
+    root = ProxyRoot(http, webSocket)
+    return ProxySite(root, reactor, maxBodySize, accessLog, logObserver, hsts, maxHeaderSize)
 
 
 __all__ = ["ProxySite", "buildSite"]

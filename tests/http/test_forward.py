@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fake_upstream import Proxy
+from stproxy.http.forward import validHost
 
 
 def test_request_goes_upstream_with_target_method_and_host_intact() -> None:
@@ -75,3 +76,55 @@ def test_an_http_1_0_request_without_host_goes_upstream_with_the_upstreams_name(
     [sent] = proxy.agent.requests
     assert sent.headers.getRawHeaders(b"host") == [b"127.0.0.1:8501"]
     assert not sent.headers.hasHeader(b"x-forwarded-host")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        b"app.example",
+        b"app.example:8500",
+        b"127.0.0.1:8500",
+        b"localhost",
+        b"xn--caf-dma.example",
+        b"my_host-1.internal:1",
+        b"[::1]",
+        b"[2001:db8::7]:8443",
+        b"[::ffff:192.0.2.7]:80",
+    ],
+)
+def test_valid_hosts(host: bytes) -> None:
+    """A name, an IPv4 address or a bracketed IPv6 address, with or without port digits, is a Host."""
+    assert validHost(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        b"127.0.0.1:8500 evil.example",  # an obs-folded Host, once twisted.web has joined it
+        b"a.example,b.example",
+        b"a.example;proto=https",
+        b"user@app.example",
+        b"app.example/path",
+        b"app.example:",
+        b"app.example:80a",
+        b"app.example:123456",
+        b"::1",
+        b"[::1",
+        b"[not-an-address]",
+        b"[fe80::1%25eth0]",
+        b"app\texample",
+        b"",
+    ],
+)
+def test_invalid_hosts(host: bytes) -> None:
+    """Spaces, lists, user info, paths, bad ports and unbracketed or bad IPv6 are not a Host."""
+    assert not validHost(host)
+
+
+def test_an_obs_folded_host_is_refused_and_never_forwarded() -> None:
+    """A Host continued on a second line (obs-fold) gets 400; its joined value never reaches the upstream."""
+    proxy = Proxy()
+    proxy.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8500\r\n evil.example\r\n\r\n")
+    assert proxy.output().startswith(b"HTTP/1.1 400 ")
+    assert b"not a host[:port]" in proxy.output()
+    assert proxy.agent.requests == []
