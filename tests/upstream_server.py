@@ -14,6 +14,11 @@ certificate if asked (an ``https://`` upstream for the TLS tests). Endpoints:
   ``connections_total``, ``aborted_responses`` (a write failed because the client went away),
   ``completed_responses``, ``big_in_progress``, ``requests_total`` and the last
   ``request_lines``.
+- ``GET /raw/NAME``: the bytes of ``RAW_RESPONSES[NAME]``, exactly, then the connection closes:
+  responses no well-behaved server sends (a bad status line, a broken chunk, ...).
+- ``GET /headers?n=N``: a 200 with N header fields ``X-Header-00000: value`` and so on.
+- ``GET /cut?kb=N[&chunked=1]``: a 1 MiB body (with Content-Length, or chunked) of which only
+  N KiB is sent before the connection is closed.
 
 stdlib only (a ``ThreadingHTTPServer``), so it does not share a single line of code with the
 Twisted stack it is testing.
@@ -89,6 +94,22 @@ class _Stats:
 
 
 STATS = _Stats()
+
+#: What ``GET /raw/NAME`` sends, byte for byte.
+RAW_RESPONSES = {
+    "status-9999": b"HTTP/1.1 9999 Weird\r\nContent-Length: 2\r\n\r\nhi",
+    "status-0": b"HTTP/1.1 0\r\nContent-Length: 2\r\n\r\nhi",
+    "status-not-a-number": b"HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\nhi",
+    "cr-in-reason": b"HTTP/1.1 200 OK\rSet-Cookie: evil=1\r\nContent-Length: 2\r\n\r\nhi",
+    "bad-chunk-size": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nSet-Cookie: a=1\r\n\r\n"
+        b"zz\r\nhello\r\n0\r\n\r\n"
+    ),
+    "connection-listed": (
+        b"HTTP/1.1 200 OK\r\nConnection: X-Hop, X-Other\r\nX-Hop: secret\r\nX-Other: 1\r\n"
+        b"X-Kept: yes\r\nContent-Length: 2\r\n\r\nhi"
+    ),
+}
 _CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
@@ -161,6 +182,20 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"slow done\n", "text/plain", head)
         elif path == "/stats":
             self._send(200, json.dumps(STATS.snapshot()).encode(), head=head)
+        elif path.startswith("/raw/") and path[5:] in RAW_RESPONSES:
+            self.wfile.write(RAW_RESPONSES[path[5:]])
+            self.wfile.flush()
+            self.close_connection = True
+            STATS.add("completed_responses")
+        elif path == "/headers":
+            self.send_response(200)
+            for index in range(int(self._query().get("n", "10000"))):
+                self.send_header(f"X-Header-{index:05d}", "value")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            STATS.add("completed_responses")
+        elif path == "/cut":
+            self._cut()
         else:
             self._read_body()
             self._send(404, b"not found\n", "text/plain", head)
@@ -217,6 +252,24 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             STATS.add("big_in_progress", -1)
         STATS.add("completed_responses")
+
+
+    def _cut(self) -> None:
+        """Promise 1 MiB, send N KiB of it, then close: a connection cut in the middle of a body."""
+        query = self._query()
+        chunked = query.get("chunked") == "1"
+        sent = int(query.get("kb", "64")) * 1024
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(MIB))
+        self.end_headers()
+        data = b"x" * sent
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+        self.wfile.flush()
+        self.close_connection = True
 
 
 class TLSServer(ThreadingHTTPServer):

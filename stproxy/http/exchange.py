@@ -5,6 +5,13 @@ upstream, the response comes back as it arrives.
 Bodies never sit whole in memory on the way back: the upstream connection is
 the producer and the client connection the consumer, so a slow browser pauses
 the read from Streamlit.
+
+What the upstream does wrong is its fault, not the browser's: while nothing
+has been sent to the client (twisted.web writes the status line and headers
+with the first body byte), any failure is answered with a 502 or 504 page and
+one log line naming the upstream and the reason; once bytes have gone out, the
+client connection is closed so that the browser sees a truncated body, never a
+complete-looking one, and the log names the upstream.
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ from twisted.web.pages import errorPage
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from stproxy._twisted import MALFORMED_RESPONSE
 from stproxy.http.headers import responseHeadersForClient
 from stproxy.ops.logs import loggerFor
 from stproxy.ops.metrics import Metrics
-from stproxy.upstream.client import ResponseTimeout, Upstream
+from stproxy.upstream.client import InvalidResponse, ResponseTimeout, Upstream
 
 
 @implementer(IPushProducer)
@@ -58,6 +66,8 @@ class Exchange(Protocol):
         self._upstream = upstream
         self._log = loggerFor(self, logObserver)
         self._clientGone = False
+        self._answered = False  # with an error page, after the response headers
+        self._ownHeaders: Headers | None = None  # the proxy's, while the upstream's stand in
         self._pending: Deferred[IResponse] | None = None
         self._idle: IDelayedCall | None = None
 
@@ -83,7 +93,11 @@ class Exchange(Protocol):
             self.stopProducing()
             return
         request = self._request
-        request.setResponseCode(response.code, response.phrase)
+        # The standard reason phrase, never the upstream's: browsers ignore it
+        # (RFC 9110 section 15), and its bytes (a bare CR) could split the
+        # status line.  Twisted's own phrase for the code, or "Unknown Status".
+        request.setResponseCode(response.code)
+        self._ownHeaders = request.responseHeaders
         request.responseHeaders = responseHeadersForClient(response.headers)
         request.defaultContentType = None
         if request.method == b"HEAD":
@@ -119,6 +133,13 @@ class Exchange(Protocol):
     def _stalled(self) -> None:
         self._idle = None
         request = self._request
+        if not request.startedWriting:  # the client read everything: the upstream is silent
+            self._answered = True
+            self.stopProducing()
+            request.unregisterProducer()
+            reason = f"no response body within {self._upstream.timeouts.response:g} s"
+            self._answer(504, "sent nothing after the response headers", reason)
+            return
         self._log.warn(
             "Closing {method} {uri}: nothing moved for {timeout} s ({side})",
             method=request.method.decode("latin-1"),
@@ -130,19 +151,29 @@ class Exchange(Protocol):
         request.channel.forceAbortClient()
 
     def _failed(self, failure: Failure) -> None:
-        """Answer 502 or 504, once, with a page and a log line that say why."""
+        """No usable response: answer 502 or 504, once."""
         self._pending = None
         if self._clientGone:
             return
+        if failure.check(ResponseTimeout, TimeoutError):
+            self._answer(504, "did not answer in time", _describe(failure))
+        elif failure.check(InvalidResponse) or _malformed(failure):
+            self._answer(502, "sent an invalid response", _describe(failure))
+        else:
+            self._answer(502, "could not be reached", _describe(failure))
+
+    def _answer(self, status: int, what: str, reason: str) -> None:
+        """
+        Answer with an error page in place of the upstream's response, and
+        one log line that says why; the upstream's headers, if any, are gone.
+        """
+        self._answered = True
         request = self._request
         upstream = str(self._upstream.address)
-        if failure.check(ResponseTimeout, TimeoutError):
-            status, title, what = 504, "Gateway Timeout", "did not answer in time"
+        if status == 504:
             self._metrics.upstreamTimeouts.inc()
         else:
-            status, title, what = 502, "Bad Gateway", "could not be reached"
             self._metrics.upstreamConnectErrors.inc()
-        reason = _describe(failure)
         self._log.error(
             "{status} for {method} {uri}: upstream {upstream} {what}: {reason}",
             status=status,
@@ -152,9 +183,11 @@ class Exchange(Protocol):
             what=what,
             reason=reason,
         )
-        errorPage(status, title, f"The Streamlit server at {upstream} {what} ({reason}).").render(
-            request
-        )
+        if self._ownHeaders is not None:
+            request.responseHeaders = self._ownHeaders
+        title = "Gateway Timeout" if status == 504 else "Bad Gateway"
+        detail = f"The Streamlit server at {upstream} {what} ({reason})."
+        errorPage(status, title, detail).render(request)
 
     # IPushProducer: the client side asks us to slow down or stop.
     _paused = False
@@ -179,35 +212,65 @@ class Exchange(Protocol):
 
     # IProtocol: the upstream body.
     def dataReceived(self, data: bytes) -> None:
-        if not self._clientGone:
+        if not (self._clientGone or self._answered):
             self._progress()
             self._request.write(data)
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
         self._stopIdleTimer()
-        if self._clientGone:
+        if self._clientGone or self._answered:
             return
         request = self._request
         request.unregisterProducer()
         if reason.check(ResponseDone, PotentialDataLoss):
             request.finish()
             return
+        if not request.startedWriting:  # nothing sent yet: the client can still be told
+            what = "sent an invalid response" if _malformed(reason) else "broke off its response"
+            self._answer(502, what, _describe(reason))
+            return
         self._log.warn(
-            "Upstream response to {uri} broke off after the headers: {reason}",
+            "Cut off {method} {uri} after {sent} bytes: upstream {upstream} broke off its response: {reason}",
+            method=request.method.decode("latin-1"),
             uri=request.uri.decode("latin-1"),
+            sent=request.sentLength,
+            upstream=str(self._upstream.address),
             reason=_describe(reason),
         )
         request.channel.loseConnection()
 
 
+def _malformed(failure: Failure) -> Failure | None:
+    """What in C{failure} says the upstream sent something that is not HTTP, if anything."""
+    value = failure.value
+    if isinstance(value, (ResponseFailed, ResponseNeverReceived)):
+        return next((r for r in value.reasons if r.check(*MALFORMED_RESPONSE)), None)
+    return None
+
+
 def _describe(failure: Failure) -> str:
     """A short human reason for an upstream failure, for the page and the log."""
     value = failure.value
+    malformed = _malformed(failure)
+    if malformed is not None:
+        return _message(malformed)
     if isinstance(value, (ResponseFailed, ResponseNeverReceived)):
-        reasons = [r.getErrorMessage() or r.type.__name__ for r in value.reasons]
-        return "connection lost: " + "; ".join(reasons)
+        # The first reason is the cause; any later one (the body's decoder
+        # noticing it is incomplete) is its consequence.
+        return "connection lost: " + _message(value.reasons[0])
     if failure.check(DNSLookupError):
         return "host name not found"
+    return _message(failure)
+
+
+def _message(failure: Failure) -> str:
+    """
+    C{failure}'s message; Twisted's parse errors carry the offending line as
+    bytes, shown escaped and cut short (it came from the upstream).
+    """
+    args: tuple[object, ...] = getattr(failure.value, "args", ())
+    if len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], bytes):
+        return f"{args[0]}: {args[1][:80]!r}"
     return failure.getErrorMessage() or failure.value.__class__.__name__
 
 

@@ -6,7 +6,7 @@ rule here is tested with tables and properties rather than sockets.
 
 The rules follow RFC 9110 section 7.6.1 (hop-by-hop fields are the
 connection's, not the message's) and what nginx, HAProxy and Caddy do with
-C{X-Forwarded-*} and C{Forwarded} (RFC 7239).
+C{X-Forwarded-*}, C{X-Real-IP} and C{Forwarded} (RFC 7239).
 """
 
 from __future__ import annotations
@@ -39,6 +39,32 @@ FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 #: answered C{Expect: 100-continue} and read the whole body before the
 #: request is forwarded, so the upstream must not wait to be asked for it.
 CONSUMED_BY_PROXY = frozenset({b"expect"})
+
+#: Fields in which a proxy in front asserts something about the client: its
+#: address and port as a CDN or load balancer saw them, the path prefix it
+#: stripped, the user an authenticating proxy (oauth2-proxy, Authelia,
+#: Apache's C{REMOTE_USER}) let in.  Frameworks and apps behind Streamlit
+#: believe them, so they pass only from a C{--trust-forwarded} peer; from
+#: anyone else each is dropped, whatever its case or how often it repeats.
+#: C{X-Real-IP} is not here: stproxy sets it itself (L{forwardingHeaders}).
+ASSERTED_BY_PROXIES = frozenset(
+    {
+        # where the client is
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"true-client-ip",
+        b"cf-connecting-ip",
+        # who the client is
+        b"x-forwarded-user",
+        b"x-forwarded-email",
+        b"x-forwarded-groups",
+        b"x-forwarded-preferred-username",
+        b"x-auth-request-user",
+        b"x-auth-request-email",
+        b"x-auth-request-groups",
+        b"remote-user",
+    }
+)
 
 
 def connectionListed(headers: Headers) -> frozenset[bytes]:
@@ -86,11 +112,12 @@ class Peer:
 
 class TrustedProxies:
     """
-    The networks whose own C{X-Forwarded-*}/C{Forwarded} headers are believed.
+    The networks whose own C{X-Forwarded-*}/C{Forwarded}/C{X-Real-IP}
+    headers, and the identity headers of L{ASSERTED_BY_PROXIES}, are believed.
 
     A peer inside one of them is another proxy in front of stproxy, so its
-    forwarding headers are appended to; any other peer's are replaced, so a
-    client cannot forge its address or scheme.
+    forwarding headers are appended to; any other peer's are replaced or
+    dropped, so a client cannot forge its address, scheme or identity.
     """
 
     def __init__(self, networks: Sequence[str] = ()) -> None:
@@ -143,11 +170,14 @@ def _forwardedValue(token: bytes) -> bytes:
 def forwardingHeaders(headers: Headers, peer: Peer, trusted: TrustedProxies) -> Headers:
     """
     A copy of C{headers} with C{X-Forwarded-For}, C{X-Forwarded-Proto},
-    C{X-Forwarded-Host} and C{Forwarded} describing C{peer}.
+    C{X-Forwarded-Host}, C{Forwarded} and C{X-Real-IP} describing C{peer}.
 
     From a trusted peer, this hop is appended to the chain it sent (and its
-    C{-Proto} and C{-Host}, which describe the original client, are kept);
-    from anyone else, any such header the client sent is replaced.
+    C{-Proto}, C{-Host} and C{X-Real-IP}, which describe the original client,
+    are kept, as nginx's realip module would), and so is every field of
+    L{ASSERTED_BY_PROXIES}.  From anyone else, any such header the client
+    sent is replaced or, where stproxy has nothing to say, dropped: a client
+    cannot choose the address, scheme or identity Streamlit sees.
     """
     result = headers.copy()
     proto = b"https" if peer.secure else b"http"
@@ -167,7 +197,11 @@ def forwardingHeaders(headers: Headers, peer: Peer, trusted: TrustedProxies) -> 
             result.setRawHeaders(b"x-forwarded-proto", [proto])
         if host and not headers.hasHeader(b"x-forwarded-host"):
             result.setRawHeaders(b"x-forwarded-host", [host])
+        if not headers.hasHeader(b"x-real-ip"):
+            _setRealIP(result, peer.address)
         return result
+    for name in ASSERTED_BY_PROXIES:
+        result.removeHeader(name)
     result.setRawHeaders(b"x-forwarded-for", [node])
     result.setRawHeaders(b"x-forwarded-proto", [proto])
     result.setRawHeaders(b"forwarded", [element])
@@ -175,7 +209,19 @@ def forwardingHeaders(headers: Headers, peer: Peer, trusted: TrustedProxies) -> 
         result.setRawHeaders(b"x-forwarded-host", [host])
     else:
         result.removeHeader(b"x-forwarded-host")
+    _setRealIP(result, peer.address)
     return result
+
+
+def _setRealIP(headers: Headers, address: str | None) -> None:
+    """
+    C{X-Real-IP} as nginx sets it: the peer's bare address.  A peer with no
+    address (a UNIX socket) gets none rather than a value no app can parse.
+    """
+    if address:
+        headers.setRawHeaders(b"x-real-ip", [address.encode("ascii")])
+    else:
+        headers.removeHeader(b"x-real-ip")
 
 
 def requestHeadersForUpstream(headers: Headers, peer: Peer, trusted: TrustedProxies) -> Headers:
@@ -192,11 +238,16 @@ def responseHeadersForClient(headers: Headers) -> Headers:
     The headers to send the client for an upstream response: everything
     end-to-end as the upstream sent it (C{Set-Cookie} and other repeats
     included); framing is for the proxy's own connection to decide.
+
+    The fields the upstream's C{Connection} names are dropped too: Twisted's
+    client keeps that header out of C{response.headers}, and stproxy's pool
+    (L{stproxy._twisted.UpstreamConnectionPool}) puts it back for this.
     """
     return withoutHopByHop(headers, FRAMING)
 
 
 __all__ = [
+    "ASSERTED_BY_PROXIES",
     "HOP_BY_HOP",
     "Peer",
     "TrustedProxies",

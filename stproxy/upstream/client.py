@@ -12,24 +12,40 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 
-from stproxy._twisted import QuietConnectionPool
+from stproxy._twisted import UpstreamConnectionPool
 from stproxy.config import Timeouts
 from stproxy.upstream.address import UpstreamAddress
 from stproxy.upstream.tls import handshakenTLSEndpoint
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IStreamClientEndpoint
+    from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 
     from stproxy.reactor import TCPReactor
 
 #: uvicorn (under Streamlit) drops idle keep-alive connections after 5 s; ours
 #: must go first, or a request can be written to a connection being closed.
 IDLE_CONNECTION_TIMEOUT = 4.0
+
+#: The largest response head (status line and headers) read from the
+#: upstream, in bytes; past it the response fails and the client gets a 502.
+#: Streamlit's heads are under 1 KiB; nginx's default buffer for them is 4 or
+#: 8 KiB ("upstream sent too big header").  Twisted's client has no limit.
+MAX_RESPONSE_HEAD = 64 * 1024
+
+#: The most response header fields taken from the upstream (then 502): the
+#: limit twisted.web puts on a client's request (C{HTTPChannel.maxHeaders}).
+MAX_RESPONSE_HEADERS = 500
+
+#: The status codes a final response may have.  Twisted's client has read
+#: past any 1xx already (an interim answer is not the response), so one that
+#: reaches here, like C{0} or C{9999}, is not HTTP.
+VALID_STATUS = range(200, 600)
 
 
 class Upstream:
@@ -59,7 +75,7 @@ class Upstream:
         self.address = address
         self.timeouts = timeouts
         self.tlsPolicy = tlsPolicy if tlsPolicy is not None else BrowserLikePolicyForHTTPS()
-        self._pool = QuietConnectionPool(reactor, persistent=True)
+        self._pool = UpstreamConnectionPool(reactor, maxHeadSize=MAX_RESPONSE_HEAD)
         self._pool.maxPersistentPerHost = 10
         # Twisted infers int from its default (240); the pool passes it to callLater.
         self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT  # type: ignore[assignment]
@@ -92,10 +108,13 @@ class Upstream:
         buffering) is exactly what a proxy must not do either.
 
         The response timeout cancels the request if no response headers
-        arrive in time; the failure is then L{ResponseTimeout}.
+        arrive in time; the failure is then L{ResponseTimeout}.  A response
+        that is not one a browser may be given (L{checkedResponse}) fails with
+        L{InvalidResponse}.
         """
         # maybeDeferred: Agent raises some errors (a URI it refuses) at once.
         d = maybeDeferred(self._agent.request, method, self.address.httpURL(target), headers, body)
+        d.addCallback(checkedResponse)
         timedOut: list[bool] = []
 
         def onTimeout() -> None:
@@ -134,6 +153,39 @@ class Upstream:
         return closed
 
 
+def checkedResponse(response: IResponse) -> IResponse:
+    """
+    C{response} if its status and number of header fields are those of an
+    HTTP response; otherwise its connection is closed (nothing more is read
+    from it) and L{InvalidResponse} says why.
+    """
+    problem = None
+    if response.code not in VALID_STATUS:
+        problem = f"status {response.code} is not a final HTTP status"
+    else:
+        fields = sum(len(values) for _, values in response.headers.getAllRawHeaders())
+        if fields > MAX_RESPONSE_HEADERS:
+            problem = f"{fields} header fields, over {MAX_RESPONSE_HEADERS}"
+    if problem is None:
+        return response
+    discard = _Discard()
+    response.deliverBody(discard)
+    if discard.transport is not None:  # stopping the body closes its connection
+        discard.transport.stopProducing()
+    raise InvalidResponse(problem)
+
+
+class _Discard(Protocol):
+    """Takes a response body only to get hold of the connection it comes over."""
+
+    # What Twisted delivers a body through (Protocol says ITransport).
+    transport: IPushProducer | None  # type: ignore[assignment]
+
+
+class InvalidResponse(Exception):
+    """The upstream answered with something a browser must not be given."""
+
+
 class ResponseTimeout(Exception):
     """The upstream accepted the request but sent no response headers in time."""
 
@@ -142,4 +194,11 @@ class ResponseTimeout(Exception):
         self.seconds = seconds
 
 
-__all__ = ["Upstream", "ResponseTimeout"]
+__all__ = [
+    "MAX_RESPONSE_HEAD",
+    "MAX_RESPONSE_HEADERS",
+    "InvalidResponse",
+    "ResponseTimeout",
+    "Upstream",
+    "checkedResponse",
+]

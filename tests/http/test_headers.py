@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.web.http_headers import Headers
 
 from stproxy.http.headers import (
+    ASSERTED_BY_PROXIES,
     HOP_BY_HOP,
     Peer,
     TrustedProxies,
@@ -88,6 +90,12 @@ def test_response_keeps_set_cookie_and_encoding_but_not_framing() -> None:
     assert not result.hasHeader(b"keep-alive")
 
 
+def test_response_fields_named_by_the_upstreams_connection_are_dropped() -> None:
+    """A response field the upstream's Connection header lists stays on the upstream connection."""
+    headers = Headers({b"Connection": [b"X-Hop, keep-alive"], b"X-Hop": [b"secret"], b"X-Kept": [b"yes"]})
+    assert list(responseHeadersForClient(headers).getAllRawHeaders()) == [(b"X-Kept", [b"yes"])]
+
+
 def test_forwarding_headers_describe_an_untrusted_client_and_replace_forgeries() -> None:
     """A client cannot choose the address or scheme Streamlit sees."""
     forged = Headers(
@@ -105,6 +113,71 @@ def test_forwarding_headers_describe_an_untrusted_client_and_replace_forgeries()
     assert result.getRawHeaders(b"forwarded") == [
         b'for=192.0.2.7;host="app.example:8500";proto=http'
     ]
+
+
+#: What a client may claim through a proxy's headers, and why stproxy must not believe it.
+CLAIMS = [
+    # where the client is
+    (b"X-Real-IP", b"6.6.6.6", "the client address nginx-style apps log and rate-limit by"),
+    (b"X-Forwarded-Port", b"443", "the port the client connected to"),
+    (b"X-Forwarded-Prefix", b"/admin", "a path prefix a proxy in front stripped"),
+    (b"True-Client-IP", b"6.6.6.6", "Akamai's client address"),
+    (b"CF-Connecting-IP", b"6.6.6.6", "Cloudflare's client address"),
+    # who the client is (set by an authenticating proxy: oauth2-proxy, Authelia, Apache)
+    (b"X-Forwarded-User", b"admin", "the authenticated user"),
+    (b"X-Forwarded-Email", b"admin@example.com", "the authenticated user's email"),
+    (b"X-Forwarded-Groups", b"admins", "the authenticated user's groups"),
+    (b"X-Forwarded-Preferred-Username", b"admin", "the authenticated user's name"),
+    (b"X-Auth-Request-User", b"admin", "oauth2-proxy's user"),
+    (b"X-Auth-Request-Email", b"admin@example.com", "oauth2-proxy's email"),
+    (b"X-Auth-Request-Groups", b"admins", "oauth2-proxy's groups"),
+    (b"Remote-User", b"admin", "Apache's and Authelia's user"),
+]
+
+
+def test_the_claims_table_is_the_list_stproxy_keeps() -> None:
+    """Every identity or address header the table names is in ASSERTED_BY_PROXIES, or is X-Real-IP, which stproxy sets."""
+    assert {name.lower() for name, _, _ in CLAIMS} == ASSERTED_BY_PROXIES | {b"x-real-ip"}
+
+
+@pytest.mark.parametrize("name, value, meaning", CLAIMS, ids=[c[0].decode() for c in CLAIMS])
+def test_an_untrusted_client_cannot_claim_an_address_or_identity(name: bytes, value: bytes, meaning: str) -> None:
+    """A header claiming where or who the client is never reaches Streamlit as a client sent it, in any case or number."""
+    forged = Headers({name: [value], name.upper(): [value + b"2"], b"Accept": [b"*/*"]})
+    result = forwardingHeaders(forged, CLIENT, TrustedProxies())
+    sent = result.getRawHeaders(name, [])
+    assert value not in sent and value + b"2" not in sent, meaning
+    assert result.getRawHeaders(b"accept") == [b"*/*"]
+
+
+@pytest.mark.parametrize("name, value, meaning", CLAIMS, ids=[c[0].decode() for c in CLAIMS])
+def test_a_trusted_proxy_can_say_where_and_who_the_client_is(name: bytes, value: bytes, meaning: str) -> None:
+    """From a --trust-forwarded peer, the address and identity headers it sets pass unchanged."""
+    result = forwardingHeaders(Headers({name: [value]}), CLIENT, TrustedProxies(["192.0.2.0/24"]))
+    assert result.getRawHeaders(name) == [value], meaning
+
+
+def test_x_real_ip_is_the_client_address() -> None:
+    """X-Real-IP names the connected client, as nginx sets it, replacing a forged one."""
+    result = forwardingHeaders(Headers({b"X-Real-IP": [b"6.6.6.6"]}), CLIENT, TrustedProxies())
+    assert result.getRawHeaders(b"x-real-ip") == [b"192.0.2.7"]
+    ipv6 = Peer(address="2001:db8::1", host=b"app.example", secure=True)
+    assert forwardingHeaders(Headers(), ipv6, TrustedProxies()).getRawHeaders(b"x-real-ip") == [b"2001:db8::1"]
+
+
+def test_x_real_ip_from_a_trusted_proxy_is_kept_or_set() -> None:
+    """Behind a trusted proxy its X-Real-IP is kept, as nginx's realip would; without one, the peer is named."""
+    trusted = TrustedProxies(["192.0.2.0/24"])
+    kept = forwardingHeaders(Headers({b"X-Real-IP": [b"203.0.113.9"]}), CLIENT, trusted)
+    assert kept.getRawHeaders(b"x-real-ip") == [b"203.0.113.9"]
+    assert forwardingHeaders(Headers(), CLIENT, trusted).getRawHeaders(b"x-real-ip") == [b"192.0.2.7"]
+
+
+def test_a_peer_without_an_address_sends_no_x_real_ip() -> None:
+    """A client on a UNIX socket has no address: X-Real-IP is dropped rather than set to something unparseable."""
+    peer = Peer(address=None, host=b"app.example", secure=False)
+    result = forwardingHeaders(Headers({b"X-Real-IP": [b"6.6.6.6"]}), peer, TrustedProxies())
+    assert not result.hasHeader(b"x-real-ip")
 
 
 def test_forwarding_headers_from_a_trusted_proxy_are_appended_to() -> None:
@@ -166,7 +239,7 @@ _token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12
 def test_no_hop_by_hop_or_connection_listed_header_ever_crosses(
     names: list[bytes], listed: list[bytes]
 ) -> None:
-    """Property: whatever arrives, nothing hop-by-hop or Connection-listed leaves."""
+    """Property: whatever arrives, either way, nothing hop-by-hop or Connection-listed leaves."""
     headers = Headers()
     for name in names + list(HOP_BY_HOP):
         headers.addRawHeader(name, b"1")
@@ -179,4 +252,34 @@ def test_no_hop_by_hop_or_connection_listed_header_ever_crosses(
     assert not any(name.startswith(b"proxy-") for name in sent)
     kept = {n.lower() for n in names} - HOP_BY_HOP - {n.lower() for n in listed}
     kept = {n for n in kept if not n.startswith(b"proxy-") and n not in (b"content-length",)}
+    kept -= ASSERTED_BY_PROXIES  # "remote-user" fits the alphabet: an untrusted client's is dropped
     assert kept <= sent
+    returned = {name.lower() for name, _ in responseHeadersForClient(headers).getAllRawHeaders()}
+    assert not returned & (HOP_BY_HOP | {name.lower() for name in listed})
+
+
+_claimed = st.sampled_from(sorted(ASSERTED_BY_PROXIES | {b"x-real-ip"}))
+_cases = st.sampled_from([str.lower, str.upper, str.title])
+
+
+@given(
+    names=st.lists(_token, max_size=6),
+    claims=st.lists(st.tuples(_claimed, _cases, st.binary(max_size=12)), min_size=1, max_size=6),
+    secure=st.booleans(),
+)
+def test_no_untrusted_client_claim_ever_crosses(
+    names: list[bytes], claims: list[tuple[bytes, object, bytes]], secure: bool
+) -> None:
+    """Property: whatever an untrusted client sends, nothing it claims about its address or identity leaves."""
+    headers = Headers()
+    for name in names:
+        headers.addRawHeader(name, b"1")
+    for name, case, value in claims:
+        headers.addRawHeader(case(name.decode()).encode(), b"claim:" + value)  # type: ignore[operator]
+    peer = Peer(address="192.0.2.7", host=b"app.example", secure=secure)
+    result = requestHeadersForUpstream(headers, peer, TrustedProxies())
+    for name, values in result.getAllRawHeaders():
+        assert not any(value.startswith(b"claim:") for value in values), name
+        assert name.lower() not in ASSERTED_BY_PROXIES
+    assert result.getRawHeaders(b"x-real-ip") == [b"192.0.2.7"]
+    assert result.getRawHeaders(b"x-forwarded-for") == [b"192.0.2.7"]
