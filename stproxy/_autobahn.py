@@ -27,7 +27,12 @@ What the relay needs of an Autobahn protocol, in stproxy's terms:
   - L{requestHead} and L{requestPath}: the browser's handshake as received
     (C{http_request_data}, C{http_request_path}).
   - L{useReactorTimer}: the timers of a factory's connections (C{_batched_timer})
-    on the reactor the proxy was given, to the millisecond.
+    on the reactor the proxy was given, to the millisecond; and
+    L{ClientDropTimer}, the one timer of Autobahn's client that does not go
+    through C{_batched_timer} (the wait for the server to drop the TCP
+    connection after the closing handshake: C{serverConnectionDropTimeout},
+    C{serverConnectionDropTimeoutCall}, C{onServerConnectionDropTimeout}),
+    which Autobahn puts on txaio's global reactor.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
 
 STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
+STATE_CLOSING = WebSocketProtocol.STATE_CLOSING
 STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
 
 
@@ -153,6 +159,42 @@ class UpstreamHandshake:
         super().failHandshake(reason)  # type: ignore[misc]
 
 
+class ClientDropTimer:
+    """
+    Mixed in before an Autobahn client protocol class: once the server has
+    answered this side's close, the wait for it to drop the TCP connection
+    (the C{serverConnectionDropTimeout} option) runs on the factory's timer,
+    like every other timer of the connection (L{useReactorTimer}).
+
+    Autobahn's client schedules that one wait alone with
+    C{txaio.call_later}, on txaio's global reactor, from C{onCloseFrame}: so
+    the option is hidden from it for that call, and the same wait is
+    scheduled here, in C{serverConnectionDropTimeoutCall} (which Autobahn
+    cancels when the connection is lost), calling its
+    C{onServerConnectionDropTimeout}.
+    """
+
+    state: int
+    wasClean: bool
+    factory: Any
+    serverConnectionDropTimeout: float
+    serverConnectionDropTimeoutCall: Any
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        answered = self.state == STATE_CLOSING
+        timeout, self.serverConnectionDropTimeout = self.serverConnectionDropTimeout, 0
+        try:
+            stop: bool | None = super().onCloseFrame(code, reasonRaw)  # type: ignore[misc]
+        finally:
+            self.serverConnectionDropTimeout = timeout
+        if answered and timeout > 0 and self.state == STATE_CLOSING and self.wasClean:
+            self.serverConnectionDropTimeoutCall = self.factory._batched_timer.call_later(
+                timeout,
+                self.onServerConnectionDropTimeout,  # type: ignore[attr-defined]
+            )
+        return stop
+
+
 def requestHead(protocol: WebSocketProtocol) -> bytes:
     """The browser's opening handshake (request line and headers) as received."""
     head: bytes = protocol.http_request_data  # type: ignore[attr-defined]
@@ -195,6 +237,10 @@ class _Call:
         if self._call.active():
             self._call.cancel()
 
+    def getTime(self) -> float:
+        """When the call is due, in the reactor's seconds."""
+        return self._call.getTime()
+
 
 def useReactorTimer(
     factory: WebSocketServerFactory | WebSocketClientFactory, reactor: IReactorTime
@@ -205,8 +251,10 @@ def useReactorTimer(
 
 __all__ = [
     "STATE_CLOSED",
+    "STATE_CLOSING",
     "STATE_CONNECTING",
     "STATE_OPEN",
+    "ClientDropTimer",
     "LeanProtocol",
     "ReactorTimer",
     "UpstreamHandshake",

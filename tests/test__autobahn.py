@@ -8,10 +8,13 @@ one fails here, with a message naming it.  Connections are in memory
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import inspect
 from typing import Any
 
 import pytest
+import txaio
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
@@ -24,7 +27,9 @@ from twisted.test import iosim
 
 from stproxy._autobahn import (
     STATE_CLOSED,
+    STATE_CLOSING,
     STATE_OPEN,
+    ClientDropTimer,
     LeanProtocol,
     ReactorTimer,
     UpstreamHandshake,
@@ -145,6 +150,7 @@ SIGNATURES = [
     (WebSocketProtocol, "onMessageEnd", []),
     (WebSocketProtocol, "sendData", ["data", "sync", "chopsize"]),
     (WebSocketClientProtocol, "failHandshake", ["reason"]),
+    (WebSocketProtocol, "onServerConnectionDropTimeout", []),
 ]
 
 
@@ -348,3 +354,49 @@ def test_reactor_timer_calls_may_be_cancelled_after_they_ran():
     call.cancel()
     clock.advance(2)
     assert ran == [1]
+
+
+class DropTimedClient(ClientDropTimer, LeanClient):
+    """The upstream leg's shape, with its wait for the server's drop on the factory's timer."""
+
+
+def test_the_wait_for_the_servers_drop_runs_on_the_factory_timer(monkeypatch):
+    """
+    After the server answers our close, Autobahn's client waits
+    serverConnectionDropTimeout for the drop; with ClientDropTimer that wait
+    is serverConnectionDropTimeoutCall on the given clock (txaio's global
+    reactor is never asked), and it aborts the connection when due.
+    """
+    scheduled: list[Any] = []
+    monkeypatch.setattr(txaio, "call_later", lambda *args, **kwargs: scheduled.append(args))
+    clock = MemoryReactorClock()
+    _, clientFactory = factories(clock, LeanServer, DropTimedClient)
+    clientFactory.setProtocolOptions(serverConnectionDropTimeout=1.5)
+    client = clientFactory.buildProtocol(None)
+    transport = Transport()
+    client.makeConnection(transport)
+    request = transport.value().decode("ascii")
+    key = next(
+        line.split(": ", 1)[1]
+        for line in request.split("\r\n")
+        if line.startswith("Sec-WebSocket-Key:")
+    )
+    guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    accept = base64.b64encode(hashlib.sha1((key + guid).encode()).digest())
+    client.dataReceived(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    assert client.state == STATE_OPEN
+    assert private(client, "serverConnectionDropTimeoutCall") is None
+    client.sendCloseWith(1000, None)
+    client.dataReceived(b"\x88\x02\x03\xe8")  # the server's close reply, code 1000
+    assert client.state == STATE_CLOSING and client.wasClean
+    assert client.serverConnectionDropTimeout == 1.5, "the option was not restored"
+    assert scheduled == [], "Autobahn scheduled its drop wait on txaio's reactor"
+    call = client.serverConnectionDropTimeoutCall
+    assert call is not None and call.getTime() == 1.5
+    clock.advance(1.499)
+    assert not transport.disconnected
+    clock.advance(0.001)
+    assert transport.disconnected and private(client, "wasServerConnectionDropTimeout")

@@ -304,3 +304,15 @@ def test_flush_refuses_to_spin_for_ever() -> None:
     pump.clientIO.write(b"x")
     with pytest.raises(AssertionError, match="after 1000 rounds"):
         network.flush()
+
+
+def test_a_paused_reader_does_not_see_its_peer_leave_until_it_reads() -> None:
+    """As with TCP, the end of a connection is seen by a paused reader only once it reads again."""
+    network, pump = connected()
+    pump.serverIO.pauseProducing()
+    pump.clientIO.loseConnection()
+    network.flush()
+    assert pump.server.lost is None
+    pump.serverIO.resumeProducing()
+    network.flush()
+    assert pump.server.lost is not None

@@ -32,6 +32,25 @@ def statusClass(code: int) -> str:
     return f"{code // 100}xx" if 100 <= code <= 599 else "other"
 
 
+def closeCodeLabel(code: int | None) -> str:
+    """
+    The label for a WebSocket close code: the codes RFC 6455 and IANA
+    register (1000-1015) as they are, C{"3xxx"} and C{"4xxx"} for the
+    library and application ranges, C{"other"} for the rest and C{"none"}
+    for a close without a code.
+
+    Either peer chooses the code it sends, so a label per code would let
+    clients grow the label set by thousands of values.
+    """
+    if code is None:
+        return "none"
+    if 1000 <= code <= 1015:
+        return str(code)
+    if 3000 <= code <= 4999:
+        return f"{code // 1000}xxx"
+    return "other"
+
+
 class Metrics:
     """
     Every stproxy metric, on L{registry}.
@@ -84,7 +103,8 @@ class Metrics:
         )
         self.webSocketsClosed = Counter(
             "stproxy_websocket_sessions_closed",
-            "Relayed WebSocket sessions ended, by the close code of the side that closed",
+            "Relayed WebSocket sessions ended, by the close code of the side that closed"
+            " (1000-1015, 3xxx, 4xxx, other or none)",
             ["code"],
             registry=registry,
         )
@@ -131,12 +151,12 @@ class Metrics:
             self.httpSentBytes.inc(sent)
 
     def webSocketClosed(self, code: int | None) -> None:
-        """Count one ended WebSocket session, by close code (C{"none"} without one)."""
-        self.webSocketsClosed.labels(code="none" if code is None else str(code)).inc()
+        """Count one ended WebSocket session, by close code (see L{closeCodeLabel})."""
+        self.webSocketsClosed.labels(code=closeCodeLabel(code)).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of L{registry} and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-__all__ = ["Metrics", "statusClass", "UPSTREAM", "DOWNSTREAM"]
+__all__ = ["Metrics", "statusClass", "closeCodeLabel", "UPSTREAM", "DOWNSTREAM"]

@@ -8,8 +8,8 @@ import C{twisted.internet.reactor}.
     L{FakeResponse};
   - C{memory}: L{MemoryNetwork}, in-memory connections with TCP's flow control;
   - C{websocket}: the WebSocket relay's two legs in memory (L{MemoryUpstream},
-    L{memoryRelay}, L{connectBrowser}), against L{FakeStreamlitFactory} and
-    L{FakeBrowserFactory}.
+    L{memoryRelay}, L{connectBrowser}, L{connectThroughSite}), against
+    L{FakeStreamlitFactory} and L{FakeBrowserFactory}.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from stproxy.testing.websocket import (
     FakeStreamlitFactory,
     MemoryUpstream,
     connectBrowser,
+    connectThroughSite,
     memoryRelay,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "MemoryUpstream",
     "UpstreamRequest",
     "connectBrowser",
+    "connectThroughSite",
     "memoryRelay",
 ]

@@ -19,7 +19,10 @@ class MemoryTransport(FakeTransport):
     An iosim transport (no TLS) with TCP's flow control: its peer reads at
     most L{readSize} bytes a turn and nothing while paused, and its streaming
     producer is paused while more than L{highWater} bytes wait to be read.
-    A lost connection waits for its data to be read; an aborted one drops it.
+    A lost connection waits for its data to be read, and a paused peer does
+    not see it end (as a paused TCP transport does not see the FIN) until it
+    reads again or closes itself; an aborted one drops its data and is seen
+    at once.
     """
 
     readSize = highWater = 65536
@@ -89,6 +92,8 @@ class _Pump(IOPump):
             return True
         for io, other in ((self.serverIO, self.clientIO), (self.clientIO, self.serverIO)):
             if io.disconnecting and not io.disconnected and not io.stream:
+                if not (other.reading or other.disconnecting or io.aborted):
+                    continue  # a paused TCP transport does not see the peer's FIN
                 io.disconnected = True
                 other.disconnecting = True
                 other.reportDisconnect()

@@ -1,7 +1,8 @@
 """
 The WebSocket relay in memory: L{MemoryUpstream} (an L{Upstream} whose
 WebSocket leg connects through a L{MemoryNetwork}), L{memoryRelay} (the
-relay's L{BrowserFactory} in front of it), L{connectBrowser}, and a fake
+relay's L{BrowserFactory} in front of it), L{connectBrowser} (straight to
+the browser leg) and L{connectThroughSite} (through twisted.web), and a fake
 Streamlit and a fake browser, Autobahn's own protocols that record what they
 get.  Every timer runs on the network's clock.
 """
@@ -26,9 +27,10 @@ from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump
 from twisted.web.iweb import IAgent
+from twisted.web.server import Site
 from zope.interface import implementer
 
-from stproxy._autobahn import requestHead, useReactorTimer
+from stproxy._autobahn import ClientDropTimer, requestHead, useReactorTimer
 from stproxy.config import Timeouts, WebSocketSettings
 from stproxy.http.headers import TrustedProxies
 from stproxy.ops.metrics import Metrics
@@ -37,6 +39,7 @@ from stproxy.testing.memory import MemoryNetwork
 from stproxy.upstream.address import UpstreamAddress
 from stproxy.upstream.client import Upstream
 from stproxy.websocket.browser import BrowserFactory
+from stproxy.websocket.resource import RelayResource
 from stproxy.websocket.sessions import Sessions
 
 STREAMLIT = UpstreamAddress("http", "127.0.0.1", 8501)
@@ -46,29 +49,37 @@ PROXY = IPv4Address("TCP", "192.0.2.1", 443)
 
 @implementer(IStreamClientEndpoint)
 class _MemoryEndpoint:
-    """Connects on the next turn of the clock, as a real endpoint never does at once."""
+    """
+    Connects on the next turn of the clock, as a TCP endpoint does, or at
+    once (L{MemoryUpstream.atOnce}), as an endpoint may: a refused one then
+    returns a Deferred that has already failed.
+    """
 
     def __init__(self, upstream: MemoryUpstream) -> None:
         self._upstream = upstream
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         upstream = self._upstream
-        call = upstream.reactor.callLater(0, lambda: attempt())
-        d: Deferred[IProtocol] = Deferred(lambda _: call.cancel())
-
-        def attempt() -> None:
-            if upstream.server is None:
-                d.errback(Failure(ConnectionRefusedError()))
-                return
-            address = IPv4Address("TCP", upstream.address.host, upstream.address.port)
-            local = IPv4Address("TCP", "127.0.0.1", 50000 + len(upstream.connections))
-            client = factory.buildProtocol(address)
-            server = upstream.server.buildProtocol(local)
-            assert client is not None and server is not None
-            upstream.connections.append(upstream.network.connect(server, client, address, local))
-            d.callback(client)
-
+        if upstream.atOnce:
+            d: Deferred[IProtocol] = Deferred()
+            self._attempt(factory, d)
+            return d
+        call = upstream.reactor.callLater(0, lambda: self._attempt(factory, d))
+        d = Deferred(lambda _: call.cancel())
         return d
+
+    def _attempt(self, factory: IProtocolFactory, d: Deferred[IProtocol]) -> None:
+        upstream = self._upstream
+        if upstream.server is None:
+            d.errback(Failure(ConnectionRefusedError()))
+            return
+        address = IPv4Address("TCP", upstream.address.host, upstream.address.port)
+        local = IPv4Address("TCP", "127.0.0.1", 50000 + len(upstream.connections))
+        client = factory.buildProtocol(address)
+        server = upstream.server.buildProtocol(local)
+        assert client is not None and server is not None
+        upstream.connections.append(upstream.network.connect(server, client, address, local))
+        d.callback(client)
 
 
 class MemoryUpstream(Upstream):
@@ -78,9 +89,12 @@ class MemoryUpstream(Upstream):
     whose HTTP leg is a L{FakeUpstreamAgent} unless an agent is given.
 
     @ivar connections: the pump of each WebSocket connection made.
+    @ivar atOnce: whether connections are made (or refused) within
+        C{connect}, rather than on the next turn of the clock.
     """
 
     reactor: MemoryReactorClock
+    atOnce = False
 
     def __init__(
         self,
@@ -120,6 +134,21 @@ def connectBrowser(
     server = relay.buildProtocol(peer)
     assert server is not None
     return network.connect(server, client, PROXY, peer)
+
+
+def connectThroughSite(
+    network: MemoryNetwork, relay: BrowserFactory, client: IProtocol, peer: IAddress = BROWSER
+) -> IOPump:
+    """
+    Connect C{client} to a twisted.web L{Site} whose root is C{relay}'s
+    L{RelayResource}, as the proxy serves it: the handshake is parsed by
+    twisted.web, checked by the resource and handed to Autobahn.  Once the
+    upgrade is done, the browser leg is the pump's C{serverIO.protocol}.
+    """
+    site = Site(RelayResource(relay), reactor=network.reactor)
+    channel = site.buildProtocol(peer)
+    assert channel is not None
+    return network.connect(channel, client, PROXY, peer)
 
 
 class _Recording:
@@ -173,7 +202,7 @@ class FakeStreamlitFactory(WebSocketServerFactory):
         self.setProtocolOptions(**options)
 
 
-class FakeBrowser(_Recording, WebSocketClientProtocol):  # type: ignore[misc]
+class FakeBrowser(_Recording, ClientDropTimer, WebSocketClientProtocol):  # type: ignore[misc]
     """Keeps the handshake's answer (C{response}, C{http_status_line}) and whether it opened."""
 
     response: ConnectionResponse | None = None
@@ -188,9 +217,9 @@ class FakeBrowser(_Recording, WebSocketClientProtocol):  # type: ignore[misc]
 
 class FakeBrowserFactory(WebSocketClientFactory):
     """
-    A browser opening C{url} with Streamlit's subprotocols.  It does not wait
-    for the server to drop the connection after a close: Autobahn would run
-    that timer on txaio's global reactor.
+    A browser opening C{url} with Streamlit's subprotocols; after a closing
+    handshake it waits for the server to drop the connection, on the given
+    reactor (L{ClientDropTimer}).
     """
 
     protocol = FakeBrowser
@@ -204,7 +233,7 @@ class FakeBrowserFactory(WebSocketClientFactory):
     ) -> None:
         super().__init__(url, protocols=list(protocols), reactor=reactor)
         useReactorTimer(self, reactor)
-        self.setProtocolOptions(serverConnectionDropTimeout=0, **options)
+        self.setProtocolOptions(**options)
 
 
 __all__ = [
@@ -214,5 +243,6 @@ __all__ = [
     "FakeStreamlitFactory",
     "MemoryUpstream",
     "connectBrowser",
+    "connectThroughSite",
     "memoryRelay",
 ]

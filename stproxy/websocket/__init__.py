@@ -1,7 +1,8 @@
 """
 The WebSocket side: Streamlit's C{/_stcore/stream} relayed through Autobahn.
 
-C{resource} (the twisted.web resource), C{browser} and C{upstream} (the two
+C{resource} (the twisted.web resource, and the handshakes it refuses before
+Autobahn sees them), C{browser} and C{upstream} (the two
 Autobahn protocols of one relayed WebSocket, and their factories),
 C{handshake} (the upstream handshake's text), C{relay} (what the two legs
 share once joined: message relay, closes, the session record),

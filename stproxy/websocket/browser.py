@@ -5,12 +5,13 @@ opening handshake waits for the upstream's.
 When a browser's handshake arrives, L{BrowserProtocol.onConnect} starts a new
 connection to the upstream (L{stproxy.websocket.upstream}) with the browser's
 request target, raw C{Host}, subprotocols in order, C{Origin}, cookies and
-every other end-to-end header byte for byte, plus C{X-Forwarded-*}/C{Forwarded}
-(L{stproxy.http.headers.forwardingHeaders}).  The browser then gets the
-subprotocol the upstream selected, or the upstream's refusal status
-(Streamlit answers 403 to a foreign C{Origin}), 502 when the upstream cannot be
-reached, 503 when it hangs up without a status and 504 when it has not
-answered within L{stproxy.config.WebSocketSettings.handshakeTimeout}.
+every other end-to-end header byte for byte and line for line, plus
+C{X-Forwarded-*}/C{Forwarded} (L{stproxy.http.headers.forwardingHeaders}).
+The browser then gets the subprotocol the upstream selected, or the
+upstream's refusal status (Streamlit answers 403 to a foreign C{Origin}), 502
+when the upstream cannot be reached, 503 when it hangs up without a status or
+the proxy is stopping, and 504 when it has not answered within
+L{stproxy.config.WebSocketSettings.handshakeTimeout}.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IAddress, ISSLTransport
 from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
@@ -34,6 +35,7 @@ from stproxy.ops.metrics import Metrics
 from stproxy.upstream.client import Upstream
 from stproxy.websocket.handshake import (
     OWN_HANDSHAKE_FIELDS,
+    BrowserHandshake,
     parseRequestHead,
     upstreamRequestHead,
 )
@@ -64,6 +66,10 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
 
     factory: BrowserFactory
 
+    #: The handshake as twisted.web parsed it, when it came through
+    #: L{stproxy.websocket.resource.RelayResource}.
+    handshake: BrowserHandshake | None = None
+
     _accept: Deferred[str | None] | None = None
     _connecting: Deferred[Any] | None = None
     _deadline: IDelayedCall | None = None
@@ -84,9 +90,16 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
 
     # Autobahn's annotation leaves out the Deferred it accepts (txaio.as_future).
     def onConnect(self, request: ConnectionRequest) -> Deferred[str | None]:  # type: ignore[override]
-        target, host, headers = parseRequestHead(requestHead(self))
+        # Behind twisted.web, the lines it parsed (RelayResource); otherwise
+        # Autobahn's own copy of the bytes received.
+        handshake = self.handshake
+        if handshake is None:
+            handshake = parseRequestHead(requestHead(self))
+        target, host, headers = handshake
         if not target.startswith(b"/") or host is None:
             raise denial(400)
+        if self.factory.sessions.closing:
+            raise denial(503)
         settings = self.factory.settings
         upstream = self.factory.upstream
         address = getattr(self.transport.getPeer(), "host", None)
@@ -104,11 +117,14 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
             head=upstreamRequestHead(target, host, forwarded),
             maxMessageSize=settings.maxMessageSize,
         )
-        self._accept = Deferred()
+        # A local reference: an endpoint may fail at once, and then
+        # _unreachable has settled (and cleared) self._accept before connect
+        # returns; Autobahn must still get the failed Deferred, not None (a 101).
+        accept = self._accept = Deferred()
         self._deadline = upstream.reactor.callLater(settings.handshakeTimeout, self._timedOut)
         self._connecting = upstream.endpoint().connect(factory)
         self._connecting.addCallbacks(self._connected, self._unreachable)
-        return self._accept
+        return accept
 
     def _connected(self, protocol: UpstreamProtocol) -> None:
         self._connecting = None
@@ -217,11 +233,18 @@ def _acceptDeflate(offers: list[PerMessageCompressOffer]) -> PerMessageDeflateOf
 
 
 class BrowserFactory(WebSocketServerFactory):
-    """The server factory of every browser leg, and what those legs share."""
+    """
+    The server factory of every browser leg, and what those legs share.
+
+    @ivar nextHandshake: set by L{stproxy.websocket.resource.RelayResource}
+        just before Autobahn's resource builds the protocol for a request,
+        and handed to that protocol (L{BrowserProtocol.handshake}).
+    """
 
     # Autobahn's factories subclass Twisted's generic Factory without naming
     # their protocol, so mypy wants one whose factory is a plain Factory.
     protocol = BrowserProtocol  # type: ignore[assignment]
+    nextHandshake: BrowserHandshake | None = None
 
     def __init__(
         self,
@@ -253,7 +276,16 @@ class BrowserFactory(WebSocketServerFactory):
             ),
             # Streamlit decides about Origins, "null" included.
             allowNullOrigin=True,
+            # The upstream leg speaks 13 (RFC 6455); Autobahn would also
+            # accept the draft version 8.  RelayResource answers 426 first.
+            versions=[13],
         )
+
+    def buildProtocol(self, addr: IAddress | None) -> BrowserProtocol | None:  # type: ignore[override]
+        protocol = super().buildProtocol(addr)
+        assert isinstance(protocol, BrowserProtocol)
+        protocol.handshake, self.nextHandshake = self.nextHandshake, None
+        return protocol
 
 
 __all__ = ["BrowserProtocol", "BrowserFactory", "denial"]

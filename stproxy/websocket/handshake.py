@@ -2,14 +2,21 @@
 The text of the upstream WebSocket handshake, built from the browser's.
 
 Pure functions over bytes: the browser's request head is re-sent upstream
-byte for byte (target, raw C{Host}, cookies), with only Autobahn's own key
-and version lines spliced in.  Autobahn's client would write
-C{Host: host:port} itself and encode header values as UTF-8 (TWISTED.md
-section 4), which Streamlit's Origin check and byte-exact cookies cannot
-take.
+byte for byte (target, raw C{Host}, cookies, each header line as a line of
+its own), with only Autobahn's own key and version lines spliced in.
+Autobahn's client would write C{Host: host:port} itself and encode header
+values as UTF-8 (TWISTED.md section 4), which Streamlit's Origin check and
+byte-exact cookies cannot take.
+
+Behind twisted.web the head is twisted.web's parse (L{receivedHandshake}),
+not what Autobahn's C{WebSocketResource} replays to the protocol: that
+reconstruction joins repeated lines with commas, so two C{Cookie} lines
+would reach Streamlit as one and two C{Host} lines as one odd Host.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from twisted.web.http_headers import Headers
 
@@ -29,11 +36,34 @@ OWN_HANDSHAKE_FIELDS = (
 _AUTOBAHN_LINES = (b"sec-websocket-key:", b"sec-websocket-version:")
 
 
-def parseRequestHead(data: bytes) -> tuple[bytes, bytes | None, Headers]:
+class BrowserHandshake(NamedTuple):
     """
-    The request target, raw C{Host} and headers of an HTTP request head, as
-    bytes exactly as received (Autobahn's own parse decodes them as latin-1
-    and its client would send them back UTF-8 encoded).
+    The browser's opening handshake as it was received: the request target
+    and every header line as bytes, repeated lines kept apart.
+
+    @ivar host: the C{Host} value when there is exactly one Host line, else
+        None (the handshake is then refused).
+    """
+
+    target: bytes
+    host: bytes | None
+    headers: Headers
+
+
+def receivedHandshake(target: bytes, headers: Headers) -> BrowserHandshake:
+    """
+    The handshake twisted.web parsed: C{target} and C{headers} as its
+    C{Request} holds them (one value per line received).
+    """
+    hosts = headers.getRawHeaders(b"host", [])
+    return BrowserHandshake(target, hosts[0] if len(hosts) == 1 else None, headers)
+
+
+def parseRequestHead(data: bytes) -> BrowserHandshake:
+    """
+    The handshake in an HTTP request head, as bytes exactly as received
+    (Autobahn's own parse decodes them as latin-1, joins repeated lines
+    with commas, and its client would send them back UTF-8 encoded).
     """
     lines = data.split(b"\r\n")
     target = lines[0].split()[1]
@@ -42,8 +72,7 @@ def parseRequestHead(data: bytes) -> tuple[bytes, bytes | None, Headers]:
         if line:
             name, _, value = line.partition(b":")
             headers.addRawHeader(name.strip(), value.strip())
-    host = headers.getRawHeaders(b"host", [None])[-1]
-    return target, host, headers
+    return receivedHandshake(target, headers)
 
 
 def upstreamRequestHead(target: bytes, host: bytes, headers: Headers) -> bytes:
@@ -55,6 +84,8 @@ def upstreamRequestHead(target: bytes, host: bytes, headers: Headers) -> bytes:
     lines = [b"GET " + target + b" HTTP/1.1", b"Host: " + host]
     lines += [b"Upgrade: websocket", b"Connection: Upgrade"]
     for name, values in headers.getAllRawHeaders():
+        # One line per line received: a field sent twice (two Cookie
+        # lines) is not joined into one.
         lines.extend(name + b": " + value for value in values)
     return b"\r\n".join(lines) + b"\r\n"
 
@@ -76,4 +107,11 @@ def spliceHandshake(head: bytes, generated: bytes) -> bytes:
     return head + b"".join(kept) + b"\r\n"
 
 
-__all__ = ["OWN_HANDSHAKE_FIELDS", "parseRequestHead", "upstreamRequestHead", "spliceHandshake"]
+__all__ = [
+    "OWN_HANDSHAKE_FIELDS",
+    "BrowserHandshake",
+    "parseRequestHead",
+    "receivedHandshake",
+    "upstreamRequestHead",
+    "spliceHandshake",
+]

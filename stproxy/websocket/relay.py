@@ -13,7 +13,10 @@ the C{other} of the other; from then on:
     leg that goes away without one closes the other with L{RelayLeg.lostCode};
   - each leg's transport carries a L{ReadingValve} for the other leg, so a peer
     that reads slowly stops the proxy reading from the side that feeds it, and
-    no more than about one message per direction waits in the proxy's memory.
+    no more than about one message (plus one held read) per direction waits in
+    the proxy's memory;
+  - once one leg is gone the other is closed, and aborted if still there
+    after the close handshake timeout (its peer may have stopped reading).
 
 Pings are answered by each leg itself and never crossed over (Autobahn answers
 them); keepalive on the browser leg is Autobahn's auto-ping.
@@ -151,6 +154,17 @@ class RelayLeg(LeanProtocol):
         finally:
             self.tracker.forget(self)
 
+    def dataReceived(self, data: bytes) -> None:
+        """Bytes arrived: processed now, or held while the other leg is full (L{valve})."""
+        if self.valve is None:
+            super().dataReceived(data)
+        else:
+            self.valve.received(data)
+
+    def processReceived(self, data: bytes) -> None:
+        """Process bytes this leg received (what L{valve} delivers)."""
+        super().dataReceived(data)
+
     def messageReceived(self, payload: bytes, isBinary: bool) -> None:
         """A whole message arrived: send it on as it is (never logged)."""
         other = self.other
@@ -195,13 +209,9 @@ class RelayLeg(LeanProtocol):
             return
         if self.session is not None:
             self.session.closing(self.side, self.remoteCloseCode)
-        other = self.other
+        other, reason = self.other, self.remoteCloseReason
         if not self.failedByProxy and other is not None:
-            reason = self.remoteCloseReason
-            other.closeWith(
-                self.remoteCloseCode,
-                None if reason is None else reason.encode("utf-8"),
-            )
+            other.closeWith(self.remoteCloseCode, None if reason is None else reason.encode())
 
     def shutdown(self) -> None:
         """
@@ -243,6 +253,8 @@ class RelayLeg(LeanProtocol):
                 self._abortCall.cancel()
             self._abortCall = None
         self.stopCloseHandshakeTimer()
+        if self.valve is not None:
+            self.valve.discard()
         session = self.session
         if session is not None:
             if self.failedByProxy and self.localCloseCode is not None:
@@ -266,6 +278,9 @@ class RelayLeg(LeanProtocol):
         else:
             lostCode, lostReason = self.lostCode
             other.closeWith(lostCode, lostReason)
+        # Whatever its close is waiting for, the other goes too: a peer that stopped
+        # reading would keep it behind a full write buffer for ever.
+        other.abortLater()
 
 
 def join(browser: RelayLeg, upstream: RelayLeg) -> None:
@@ -278,8 +293,8 @@ def join(browser: RelayLeg, upstream: RelayLeg) -> None:
     """
     browser.other, upstream.other = upstream, browser
     browser.transport.unregisterProducer()
-    browser.valve = ReadingValve(browser.transport)
-    upstream.valve = ReadingValve(upstream.transport)
+    browser.valve = ReadingValve(browser.transport, browser.processReceived)
+    upstream.valve = ReadingValve(upstream.transport, upstream.processReceived)
     upstream.transport.registerProducer(browser.valve, True)
     browser.transport.registerProducer(upstream.valve, True)
 

@@ -21,7 +21,12 @@ class Sessions:
     C{connectionLost}, and the sessions joined from them.
 
     @ivar legs: every connection of either leg that is open now.
+    @ivar closing: set by L{closeAll}: the proxy is stopping, and no new
+        WebSocket may open (the resource and the browser leg answer 503).
     """
+
+    closing = False
+    _deadline = 0.0
 
     def __init__(
         self,
@@ -36,8 +41,15 @@ class Sessions:
         self._allGone: list[Deferred[None]] = []
 
     def track(self, leg: RelayLeg) -> None:
-        """C{leg}'s connection is open."""
+        """
+        C{leg}'s connection is open.  One that opens while the proxy is
+        closing is refused, and aborted at L{closeAll}'s deadline (or a
+        second from now, time to refuse it, if that is sooner), so that
+        nothing can keep the stop waiting.
+        """
         self.legs.add(leg)
+        if self.closing:
+            leg.abortLater(max(1.0, self._deadline - self._reactor.seconds()))
 
     def forget(self, leg: RelayLeg) -> None:
         """C{leg}'s connection is gone."""
@@ -87,8 +99,10 @@ class Sessions:
         then reconnects), and their upstream legs follow.  Fires once every
         connection of either leg is gone; any still there after C{deadline}
         seconds (a browser that stopped reading never takes its close frame)
-        is aborted.
+        is aborted.  From then on no new WebSocket opens (see L{closing}).
         """
+        self.closing = True
+        self._deadline = self._reactor.seconds() + deadline
         if not self.legs:
             return succeed(None)
         d: Deferred[None] = Deferred()

@@ -11,7 +11,7 @@ from typing import Protocol
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectionResponse
 
-from stproxy._autobahn import STATE_OPEN, UpstreamHandshake, useReactorTimer
+from stproxy._autobahn import STATE_OPEN, ClientDropTimer, UpstreamHandshake, useReactorTimer
 from stproxy.upstream.client import Upstream
 from stproxy.websocket.handshake import spliceHandshake
 from stproxy.websocket.relay import UPSTREAM_LOST, RelayLeg
@@ -31,8 +31,13 @@ class WaitingBrowser(Protocol):
 # Autobahn's own classes disagree about _transport_details and peer, and it
 # types message_data and localClose* narrower than what it assigns (see
 # LeanProtocol in stproxy._autobahn).
-class UpstreamProtocol(UpstreamHandshake, RelayLeg, WebSocketClientProtocol):  # type: ignore[misc]
-    """The upstream leg: one Autobahn client connection per browser connection."""
+class UpstreamProtocol(  # type: ignore[misc]
+    UpstreamHandshake, ClientDropTimer, RelayLeg, WebSocketClientProtocol
+):
+    """
+    The upstream leg: one Autobahn client connection per browser connection,
+    every timer of it on the proxy's reactor (L{ClientDropTimer}).
+    """
 
     factory: UpstreamFactory
     lostCode = UPSTREAM_LOST

@@ -151,6 +151,34 @@ class RealStreamlitTests(TestCase):
         yield raw.lost
         self.assertEqual(raw.received.split(b"\r\n")[0], b"HTTP/1.1 403 Forbidden")
 
+    @defer.inlineCallbacks
+    def test_what_streamlit_would_refuse_is_refused_before_reaching_it(self):
+        """
+        Through the whole proxy: WebSocket version 8 gets 426 naming 13 (the
+        relay used to accept it), and two Host lines get 400 rather than one
+        joined Host upstream.
+        """
+        port = self.proxy.port
+        answers = []
+        for request in (
+            upgradeRequest(port, b"Sec-WebSocket-Protocol: streamlit").replace(
+                b"Version: 13", b"Version: 8"
+            ),
+            upgradeRequest(port, b"Sec-WebSocket-Protocol: streamlit", b"Host: app.test"),
+        ):
+            raw = RawClient()
+            yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+                protocol.Factory.forProtocol(lambda: raw)
+            )
+            raw.transport.write(request.replace(b"?x=1", b""))
+            yield waitFor(lambda: b"\r\n\r\n" in raw.received, what="an answer")
+            answers.append(raw.received.split(b"\r\n\r\n")[0].lower().split(b"\r\n"))
+            raw.transport.loseConnection()
+            yield raw.lost
+        self.assertEqual(answers[0][0], b"http/1.1 426 upgrade required")
+        self.assertIn(b"sec-websocket-version: 13", answers[0])
+        self.assertEqual(answers[1][0], b"http/1.1 400 bad request")
+
 
 PUSHER = r"""
 import asyncio, os, struct, sys

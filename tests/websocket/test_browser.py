@@ -170,3 +170,19 @@ def test_a_browser_leaving_before_the_upstream_connects_cancels_the_connection()
     net.flush()
     assert relay.upstream.connections == [] and streamlit.connections == []
     assert relay.sessions.legs == set()
+
+
+def test_an_upstream_endpoint_failing_at_once_gives_502_not_an_open_websocket() -> None:
+    """An endpoint whose connect fails before it returns still gets the browser 502, never a 101."""
+    net = MemoryNetwork()
+    relay = memoryRelay(net, None, WebSocketSettings(pingInterval=0))
+    relay.upstream.atOnce = True
+    browser = FakeBrowserFactory(net.reactor).buildProtocol(None)
+    connectBrowser(net, relay, browser)
+    net.flush()
+    assert browser.http_status_line == "HTTP/1.1 502 Bad Gateway"
+    assert not browser.opened
+    assert relay.sessions.legs == set()
+    assert relay.metrics.registry.get_sample_value(
+        "stproxy_websocket_handshakes_refused_total", {"status": "502"}
+    ) == 1

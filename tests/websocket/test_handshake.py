@@ -9,7 +9,12 @@ from twisted.trial.unittest import TestCase
 from twisted.web.http_headers import Headers
 
 from stproxy.config import WebSocketSettings
-from stproxy.websocket.handshake import spliceHandshake, upstreamRequestHead
+from stproxy.websocket.handshake import (
+    parseRequestHead,
+    receivedHandshake,
+    spliceHandshake,
+    upstreamRequestHead,
+)
 
 
 class HandshakeTextTests(TestCase):
@@ -38,6 +43,19 @@ class HandshakeTextTests(TestCase):
             b"Sec-Websocket-Protocol: streamlit, tok\r\n"
             b"Sec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n",
         )
+
+    def test_repeated_lines_stay_separate_and_a_second_host_leaves_none(self):
+        """
+        Parsing keeps each received line (two Cookie lines are two values,
+        sent upstream as two lines); two Host lines give no Host at all.
+        """
+        head = b"GET /s HTTP/1.1\r\nHost: a.example\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n"
+        target, host, headers = parseRequestHead(head)
+        self.assertEqual((target, host), (b"/s", b"a.example"))
+        self.assertEqual(headers.getRawHeaders(b"cookie"), [b"a=1", b"b=2"])
+        self.assertIn(b"Cookie: a=1\r\nCookie: b=2\r\n", upstreamRequestHead(target, host, headers))
+        twice = Headers({b"Host": [b"a.example", b"b.example"]})
+        self.assertIsNone(receivedHandshake(b"/s", twice).host)
 
     def test_settings_reject_negative_values(self):
         """Nonsense settings fail when made, not when a browser connects."""

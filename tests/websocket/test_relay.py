@@ -20,7 +20,6 @@ from stproxy.testing import (
     memoryRelay,
 )
 from stproxy.websocket.browser import BrowserFactory, BrowserProtocol
-from stproxy.websocket.valve import ReadingValve
 from stproxy.websocket.upstream import UpstreamProtocol
 
 
@@ -133,36 +132,6 @@ def test_a_message_from_streamlit_over_max_message_size_closes_both_with_1009() 
     assert r.streamlit.closed is not None and r.streamlit.closed[1] == 1009
 
 
-class Source:
-    """A transport's producer side, counting what a valve does to it."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
-
-
-def test_the_reading_valve_pauses_and_resumes_its_source_once_each() -> None:
-    """Repeated pauses pause the source once; stopping the valve never stops the source."""
-    source = Source()
-    valve = ReadingValve(source)
-    valve.pauseProducing()
-    valve.pauseProducing()
-    assert valve.paused
-    valve.stopProducing()
-    valve.resumeProducing()
-    valve.resumeProducing()
-    assert source.calls == ["pause", "resume"]
-    assert not valve.paused
-
-
 def test_each_legs_valve_sits_on_the_other_legs_transport() -> None:
     """Once joined, a full browser transport pauses the upstream leg, and the reverse."""
     r = Relayed()
@@ -223,4 +192,71 @@ def test_a_browser_that_closes_and_stops_reading_is_aborted_after_the_close_time
     assert r.browserLeg in r.relay.sessions.legs
     r.net.advance(0.2)
     assert r.browserPump.serverIO.aborted
+    assert r.relay.sessions.legs == set()
+
+
+def stalledStreamlit() -> Relayed:
+    """A session whose Streamlit stopped reading, with reading from the browser held back."""
+    r = Relayed()
+    r.streamlit.transport.pauseProducing()
+    r.browser.sendMessage(b"x" * 100000, isBinary=True)
+    r.net.flush()
+    assert r.browserLeg.valve is not None and r.browserLeg.valve.paused
+    return r
+
+
+def test_a_browser_leaving_while_streamlit_stops_reading_releases_both_legs() -> None:
+    """
+    Held back because Streamlit is not reading, the browser leg still sees
+    the browser's connection end (no pings here); the upstream leg, whose
+    close frame Streamlit never reads, is aborted after the close timeout.
+    """
+    r = stalledStreamlit()
+    r.browser.transport.loseConnection()
+    r.net.flush()
+    assert r.browserLeg not in r.relay.sessions.legs
+    assert r.upstreamLeg in r.relay.sessions.legs
+    r.net.advance(1)
+    assert r.upstreamPump.clientIO.aborted
+    assert r.relay.sessions.legs == set()
+    [ended] = [e for e in r.events if e.get("log_websocket")]
+    assert (ended["closed_by"], ended["close_code"]) == ("browser", 1006)
+
+
+def test_a_browser_closing_while_streamlit_stops_reading_releases_both_legs() -> None:
+    """The same when the browser sends its close frame first and then goes."""
+    r = stalledStreamlit()
+    r.browser.closeHandshakeTimeout = 0  # it waits for the answer for ever
+    r.browser.sendClose(1000)
+    r.net.flush()
+    r.browser.transport.loseConnection()
+    r.net.flush()
+    r.net.advance(1)
+    assert r.relay.sessions.legs == set()
+
+
+def test_streamlit_leaving_while_the_browser_stops_reading_releases_both_legs() -> None:
+    """The other way: held back by a browser that reads nothing, the upstream leg sees Streamlit go."""
+    r = Relayed()
+    r.browser.transport.pauseProducing()
+    r.streamlit.sendMessage(b"x" * 100000, isBinary=True)
+    r.net.flush()
+    assert r.upstreamLeg.valve is not None and r.upstreamLeg.valve.paused
+    r.streamlit.transport.loseConnection()
+    r.net.flush()
+    assert r.upstreamLeg not in r.relay.sessions.legs
+    r.net.advance(1)
+    assert r.relay.sessions.legs == set()
+
+
+def test_once_one_leg_is_gone_the_other_is_aborted_after_the_close_timeout() -> None:
+    """Whatever its close is waiting for, the other leg does not outlive the session by more than that."""
+    r = Relayed()
+    r.upstreamLeg.closeWith(1000, None)  # its own close, which Streamlit will not answer
+    r.streamlit.transport.pauseProducing()
+    r.upstreamLeg.stopCloseHandshakeTimer()  # as if Autobahn's own timer were not there
+    r.browser.transport.abortConnection()
+    r.net.flush()
+    assert r.upstreamLeg in r.relay.sessions.legs
+    r.net.advance(1)
     assert r.relay.sessions.legs == set()

@@ -35,7 +35,10 @@ class BackpressureTests(RelayTestCase):
         browser.transport.pauseProducing()
         pusher = Pusher(server, count=400, size=256 * 1024)
         yield waitFor(lambda: upstreamLeg.valve.paused, what="backpressure upstream")
-        self.assertNotIn(upstreamLeg.transport, reactor.getReaders())
+        yield waitFor(
+            lambda: upstreamLeg.transport not in reactor.getReaders(),
+            what="reading from Streamlit paused once a held read is full",
+        )
         yield observe(0.3)
         self.assertTrue(pusher.paused)
         self.assertLess(pusher.sent, 400)
@@ -81,7 +84,10 @@ class BackpressureTests(RelayTestCase):
         server.transport.pauseProducing()
         pusher = Pusher(browser, count=400, size=256 * 1024)
         yield waitFor(lambda: browserLeg.valve.paused, what="backpressure downstream")
-        self.assertNotIn(browserLeg.transport, reactor.getReaders())
+        yield waitFor(
+            lambda: browserLeg.transport not in reactor.getReaders(),
+            what="reading from the browser paused once a held read is full",
+        )
         yield observe(0.3)
         self.assertTrue(pusher.paused)
         self.assertLess(pusher.sent, 400)
@@ -92,3 +98,26 @@ class BackpressureTests(RelayTestCase):
             [p[:4] for p, _ in server.messages], [struct.pack("!I", i) for i in range(400)]
         )
         self.assertFalse(browserLeg.valve.paused)
+
+    @defer.inlineCallbacks
+    def test_a_browser_leaving_while_streamlit_stops_reading_releases_both_legs(self):
+        """
+        With reading from the browser held back (Streamlit reads nothing) and
+        no pings, the browser's going is still seen, and both legs end
+        within the close timeout, not when Streamlit reads again.
+        """
+        browser, server, _ = yield self.openRelay(pingInterval=0)
+        browserLeg, upstreamLeg = self.proxyLegs()
+        server.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        upstreamLeg.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        server.transport.pauseProducing()
+        while not browserLeg.valve.paused:  # one message at a time: nothing more in flight
+            relayed = browserLeg.relayedMessages
+            browser.sendMessage(b"x" * 100000, isBinary=True)
+            yield waitFor(
+                lambda: browserLeg.valve.paused or browserLeg.relayedMessages > relayed,
+                what="a message relayed or held back",
+            )
+        browser.transport.loseConnection()
+        yield waitFor(lambda: not self.relay.sessions.legs, timeout=5, what="both legs gone")
+        server.transport.resumeProducing()

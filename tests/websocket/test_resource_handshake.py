@@ -72,6 +72,55 @@ class HandshakeTests(RelayTestCase):
         self.assertNotIn("xsrf", repr(self.events))
 
     @defer.inlineCallbacks
+    def test_repeated_cookie_lines_reach_streamlit_as_two_lines(self):
+        """
+        Two Cookie lines stay two lines upstream: Autobahn's replay of the
+        request would have joined them into one C{Cookie: a=1,b=2}.
+        """
+        streamlit = fakeStreamlitFactory()
+        port = self.startProxy(self.listenUpstream(streamlit))
+        raw = RawClient()
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            protocol.Factory.forProtocol(lambda: raw)
+        )
+        self.closeAtEnd(raw)
+        raw.transport.write(
+            upgradeRequest(
+                port, b"Cookie: a=1", b"Sec-WebSocket-Protocol: streamlit", b"Cookie: b=2"
+            )
+        )
+        yield waitFor(lambda: b"\r\n\r\n" in raw.received, what="101")
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 101 "), raw.received[:40])
+        [request] = streamlit.requests
+        self.assertEqual(parseRequestHead(request).headers.getRawHeaders(b"cookie"), [b"a=1", b"b=2"])
+
+    @defer.inlineCallbacks
+    def test_refusals_are_answered_before_any_upstream_connection(self):
+        """
+        Two Host lines get 400 and WebSocket version 8 gets 426 naming
+        version 13, and neither opens a connection to Streamlit.
+        """
+        factory, upstreamPort = self.hangingUpstream()
+        port = self.startProxy(upstreamPort)
+        answers = []
+        for request in (
+            upgradeRequest(port, b"Host: other.example"),
+            upgradeRequest(port).replace(b"Version: 13", b"Version: 8"),
+        ):
+            raw = RawClient()
+            yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+                protocol.Factory.forProtocol(lambda: raw)
+            )
+            self.closeAtEnd(raw)
+            raw.transport.write(request)
+            yield waitFor(lambda: b"\r\n\r\n" in raw.received, what="an answer")
+            answers.append(raw.received.split(b"\r\n\r\n")[0].split(b"\r\n"))
+        self.assertEqual(answers[0][0], b"HTTP/1.1 400 Bad Request")
+        self.assertEqual(answers[1][0], b"HTTP/1.1 426 Upgrade Required")
+        self.assertIn(b"Sec-Websocket-Version: 13", answers[1])
+        self.assertEqual(factory.connections, [])
+
+    @defer.inlineCallbacks
     def test_selected_subprotocol_is_returned_to_an_autobahn_browser(self):
         """An ordinary client gets the subprotocol Streamlit chose."""
         browser, server, streamlit = yield self.openRelay()

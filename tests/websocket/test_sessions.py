@@ -102,7 +102,7 @@ def test_a_session_ends_with_one_log_event_carrying_its_fields() -> None:
     assert (event["messages_to_upstream"], event["bytes_to_upstream"]) == (3, 30)
     assert (event["messages_to_browser"], event["bytes_to_browser"]) == (5, 500)
     assert metrics.registry.get_sample_value("stproxy_open_websockets") == 0
-    closed = metrics.registry.get_sample_value("stproxy_websocket_sessions_closed_total", {"code": "4000"})
+    closed = metrics.registry.get_sample_value("stproxy_websocket_sessions_closed_total", {"code": "4xxx"})
     assert closed == 1
 
 
@@ -155,3 +155,49 @@ def test_close_all_closes_open_relayed_websockets_with_1001_on_both_legs() -> No
     assert streamlit.connections[0].closed == (True, 1001, "going away")
     [ended] = [e for e in events if e.get("log_websocket")]
     assert (ended["closed_by"], ended["close_code"]) == ("proxy", 1001)
+
+
+def test_a_leg_opening_after_close_all_is_aborted_by_its_deadline() -> None:
+    """
+    Nothing that connects while the proxy stops can keep the stop waiting
+    past its deadline, though it gets a second to be refused.
+    """
+    clock, _, _, sessions = setUp()
+    early, late, last = Leg(clock), Leg(clock), Leg(clock)
+    sessions.track(early)
+    done = sessions.closeAll(5)
+    assert sessions.closing
+    clock.advance(1)
+    sessions.track(late)
+    clock.advance(3.9)
+    assert not late.transport.disconnected
+    clock.advance(0.1)
+    assert early.transport.disconnected and late.transport.disconnected
+    sessions.forget(early)
+    sessions.forget(late)
+    assert done.called
+    sessions.track(last)
+    clock.advance(0.9)
+    assert not last.transport.disconnected
+    clock.advance(0.1)
+    assert last.transport.disconnected
+
+
+def test_a_browser_connecting_while_the_proxy_stops_gets_503_and_no_session() -> None:
+    """A handshake that arrives after close all is refused before any upstream connection."""
+    net = MemoryNetwork()
+    streamlit = FakeStreamlitFactory(net.reactor)
+    relay = memoryRelay(net, streamlit, WebSocketSettings(pingInterval=0))
+    first = FakeBrowserFactory(net.reactor).buildProtocol(None)
+    connectBrowser(net, relay, first)
+    net.flush()
+    first.transport.pauseProducing()  # it takes its close frame late
+    done = relay.sessions.closeAll(5)
+    late = FakeBrowserFactory(net.reactor).buildProtocol(None)
+    connectBrowser(net, relay, late)
+    net.flush()
+    assert late.http_status_line == "HTTP/1.1 503 Service Unavailable"
+    assert len(streamlit.connections) == 1
+    assert relay.metrics.registry.get_sample_value("stproxy_open_websockets") == 1
+    net.advance(5)
+    assert done.called and relay.sessions.legs == set()

@@ -86,7 +86,9 @@ def test_the_upstream_handshake_is_the_browsers_with_autobahns_key_spliced_in() 
     assert headers.getRawHeaders(b"cookie") == [COOKIE]
     assert headers.getRawHeaders(b"origin") == [b"https://app.example"]
     assert headers.getRawHeaders(b"user-agent") == [b"Mozilla/5.0 (test)"]
-    assert headers.getRawHeaders(b"sec-websocket-protocol") == [b"streamlit, xsrf-token, session-id"]
+    assert headers.getRawHeaders(b"sec-websocket-protocol") == [
+        b"streamlit, xsrf-token, session-id"
+    ]
     assert headers.getRawHeaders(b"x-forwarded-for") == [b"192.0.2.7"]
     assert headers.getRawHeaders(b"sec-websocket-key") == [upstream.websocket_key]
     assert upstream.websocket_key != BROWSER_KEY
@@ -142,7 +144,6 @@ def test_an_upstream_opening_for_nobody_is_closed_going_away() -> None:
     assert streamlit.connections[0].closed == (True, 1001, "going away")
 
 
-@pytest.mark.xfail(strict=True, reason="Autobahn's serverConnectionDropTimeout runs on txaio's global reactor")
 def test_the_upstream_legs_timers_run_on_the_reactor_it_was_given() -> None:
     """After the upstream leg's own close is answered, its wait for the server's drop is on the proxy's clock."""
     net = MemoryNetwork()
