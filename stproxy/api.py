@@ -124,16 +124,24 @@ class StreamlitProxy:
         calling task is cancelled), as the seed proxy's C{start} did.
 
         @raise twisted.python.usage.UsageError: for invalid arguments.
-        @raise twisted.internet.error.CannotListenError: if the port is taken.
+        @raise twisted.internet.error.CannotListenError: if a port is taken;
+            every listener already bound is closed first, and the upstream
+            pool too, so the program may try again.
         """
         loop = asyncio.get_running_loop()
         listening = self._listeningFuture()
         self._serving = loop.create_future()
+        service: IService | None = None
         try:
             reactor = asyncioReactor(loop)
-            self._service = makeService(self.options(host, port), reactor)
-            self._service.startService()
+            service = self._service = makeService(self.options(host, port), reactor)
+            service.startService()
         except BaseException as e:
+            if service is not None:
+                # The proxy stops what it had started (ProxyService); its
+                # ports are only free once that stop has fired.
+                self._service = None
+                await Deferred.asFuture(maybeDeferred(service.stopService), loop)
             if not listening.done():
                 listening.set_exception(e)
                 listening.exception()  # retrieved: start() raises it too

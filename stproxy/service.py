@@ -8,7 +8,14 @@ timeout, then aborts them), closes every WebSocket with 1001 "going away" on
 both legs, then stops everything else (the upstream connection pool, the
 admin listener, certificate reload).  The Deferred C{stopService} returns
 fires once all of that is done, so twistd's (and C{python -m stproxy}'s)
-"before shutdown" trigger waits for it.
+"before shutdown" trigger waits for it.  A step that fails is logged, naming
+it, and the stop goes on: a half-done stop would leave ports bound, the pool
+open or signal handlers installed, and a stop that never fires would hang
+the process.
+
+A start that fails half-way (the second listener's port is taken) stops
+whatever it had begun before raising, so nothing stays bound behind an
+error the caller may well survive (L{stproxy.api.StreamlitProxy}).
 
 It is built by L{stproxy.assembly.assemble}, the one place that wires parts.
 """
@@ -16,8 +23,10 @@ It is built by L{stproxy.assembly.assemble}, the one place that wires parts.
 from __future__ import annotations
 
 import sys
+from functools import partial
+from typing import Callable
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
@@ -98,6 +107,7 @@ class ProxyService(MultiService):
         self.ownsProcess = ownsProcess
         self.health: HealthPoller | None = None
         self._stopped: Deferred[None] | None = None
+        self._begun: list[IService] = []
 
     def ready(self) -> bool:
         """Whether to take traffic: the upstream is healthy and the proxy is not stopping."""
@@ -106,7 +116,8 @@ class ProxyService(MultiService):
     def privilegedStartService(self) -> None:
         """Bind every listener (before twistd drops privileges)."""
         try:
-            super().privilegedStartService()
+            Service.privilegedStartService(self)
+            self._startChildren(lambda child: child.privilegedStartService())
         except (CannotListenError, OSError, OverflowError) as e:
             # A busy port, a missing directory for a unix: socket, ...
             if not self.ownsProcess:
@@ -115,49 +126,94 @@ class ProxyService(MultiService):
             raise SystemExit(1) from None
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
+        self._startChildren(lambda child: child.startService())
         self._log.info("stproxy forwarding to {upstream}", upstream=str(self.upstream.address))
+
+    def _startChildren(self, start: Callable[[IService], None]) -> None:
+        """
+        C{MultiService}'s loop over the children, remembering each one it
+        reaches; when one raises, every child begun (in this phase or the
+        privileged one before it) is stopped before the error goes on, and
+        L{stopService} returns that stop for callers to wait on.
+        """
+        try:
+            for child in self:
+                if child not in self._begun:
+                    self._begun.append(child)
+                start(child)
+        except BaseException:
+            self._stopped = self._abandon()
+            raise
+
+    def _abandon(self) -> Deferred[None]:
+        """Stop the children a failed start had begun, last begun first."""
+        self.draining = True
+        Service.stopService(self)
+        self._log.info("stproxy could not start: stopping what had started")
+        begun = reversed(self._begun)
+        return self._steps([(f"stopping {s.name}", s.stopService) for s in begun]).addCallback(
+            lambda _: None
+        )
 
     def stopService(self) -> Deferred[None]:
         """
-        Drain, then stop: fires once no request or WebSocket is left and the
-        upstream pool and admin listener are closed.
+        Drain, then stop: fires (with C{None}, whatever failed on the way)
+        once no request or WebSocket is left and the upstream pool and admin
+        listener are closed.
         """
-        if self._stopped is not None:
-            return self._stopped
-        self.draining = True
-        Service.stopService(self)
+        if self._stopped is None:
+            self.draining = True
+            Service.stopService(self)
+            self._stopped = Deferred.fromCoroutine(self._stop())
+        return self._stopped
+
+    async def _stop(self) -> None:
+        """
+        The steps of a stop, in order, each run whatever became of those
+        before it.  With L{ownsProcess}, only a stop where every step
+        succeeded exits 0: after a failure the process ends by its signal,
+        as any twistd process does, so the failure shows in its status too.
+        """
+        clean = True
         if self.ownsProcess:
-            exitOnNextSignal()
+            clean &= await self._steps([("second-signal handler", exitOnNextSignal)])
         self._log.info(
             "stproxy stopping: draining for up to {timeout} s", timeout=self.shutdownTimeout
         )
         public = [s for s in self.services if _isPublic(s.name)]
-        stopped = (
-            gatherResults([maybeDeferred(s.stopService) for s in public])
-            .addCallback(lambda _: self._drain())
-            .addCallback(lambda _: self._stopRest())
-            .addCallback(lambda _: self._log.info("stproxy stopped"))
+        clean &= await self._steps([(f"stopping {s.name}", s.stopService) for s in public])
+        timeout = self.shutdownTimeout
+        clean &= await self._steps(
+            [
+                ("draining HTTP requests", partial(self.drain.drain, timeout)),
+                ("closing WebSockets", partial(self.webSocket.closeAll, timeout)),
+            ]
         )
+        rest = [s for s in reversed(self.services) if s.running and not _isPublic(s.name)]
+        clean &= await self._steps([(f"stopping {s.name}", s.stopService) for s in rest])
+        if not clean:
+            self._log.warn("stproxy stopped, but not cleanly: see the failures above")
+            return
+        self._log.info("stproxy stopped")
         if self.ownsProcess:
-            stopped.addCallback(lambda _: forgetExitSignal(self._reactor))
-        stopped.addErrback(self._stopFailed)
-        self._stopped = stopped
-        return stopped
+            forgetExitSignal(self._reactor)
 
-    def _stopFailed(self, failure: Failure) -> None:
-        self._log.failure("Stopping stproxy failed", failure)
+    def _steps(self, steps: list[tuple[str, Callable[[], object]]]) -> Deferred[bool]:
+        """
+        Run C{steps} side by side; fires, never failing, with whether all
+        succeeded.  Each failure is logged once, with its step's name.
+        """
 
-    def _drain(self) -> Deferred[list[None]]:
-        waits = [
-            self.drain.drain(self.shutdownTimeout),
-            self.webSocket.closeAll(self.shutdownTimeout),
+        def failed(failure: Failure, step: str) -> bool:
+            self._log.failure("stproxy stop: {step} failed", failure, step=step)
+            return False
+
+        each = [
+            maybeDeferred(action).addCallbacks(lambda _: True, failed, errbackArgs=(step,))
+            for step, action in steps
         ]
-        return gatherResults(waits)
-
-    def _stopRest(self) -> Deferred[list[None]]:
-        rest = [s for s in reversed(self.services) if s.running]
-        return gatherResults([maybeDeferred(s.stopService) for s in rest])
+        return gatherResults(each).addCallback(all)
 
     @property
     def ports(self) -> list[IListeningPort]:

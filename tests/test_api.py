@@ -115,3 +115,56 @@ def test_service_embeds_in_a_twisted_application() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "SERVICE True True" in result.stdout
+
+
+def test_a_start_that_fails_half_way_releases_the_port_it_had_bound() -> None:
+    """
+    With the proxy's port bound and the admin port taken, start() raises the bind error only once
+    the proxy's port is closed again: nothing connects to it and it can be bound at once.
+    """
+    result = run(
+        textwrap.dedent(
+            """
+            import asyncio, socket
+            from twisted.logger import globalLogPublisher
+            from stproxy import StreamlitProxy
+
+            announced = []
+            globalLogPublisher.addObserver(lambda event: announced.append(event.get("where")))
+
+            async def main():
+                busy = socket.socket()
+                busy.bind(("127.0.0.1", 0))
+                busy.listen()
+                admin = f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1"
+                proxy = StreamlitProxy(streamlit_host="127.0.0.1", streamlit_port=9, arguments=["--admin", admin])
+                try:
+                    await proxy.start(host="127.0.0.1", port=0)
+                except Exception as e:
+                    print("RAISED", type(e).__name__)
+                [where] = [w for w in announced if w]  # the proxy's own listener, announced when bound
+                host, port = where.rsplit(":", 1)
+                try:
+                    socket.create_connection((host, int(port)), timeout=5).close()
+                    print("STILL LISTENING")
+                except ConnectionRefusedError:
+                    print("REFUSED")
+                again = socket.socket()
+                try:
+                    again.bind((host, int(port)))
+                    print("BOUND AGAIN")
+                except OSError as e:
+                    print("BIND FAILED", e)
+                try:
+                    await asyncio.wait_for(proxy.wait_listening(), 5)
+                except Exception as e:
+                    print("WAIT RAISED", type(e).__name__)
+
+            asyncio.run(main())
+            """
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    assert "RAISED CannotListenError" in result.stdout
+    assert "REFUSED" in result.stdout and "BOUND AGAIN" in result.stdout, result.stdout
+    assert "WAIT RAISED CannotListenError" in result.stdout

@@ -1,0 +1,1 @@
+--max-body-size and --ws-max-message-size accept unlimited (0 is refused rather than meaning no limit), and --max-header-size sets the largest request head.
