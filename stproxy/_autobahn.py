@@ -20,7 +20,16 @@ What the relay needs of an Autobahn protocol, in stproxy's terms:
     C{droppedByMe}, C{closeHandshakeTimeoutCall}), sends close frames with
     any valid code (C{sendCloseFrame}: the public C{sendClose} refuses the
     1001 and 1012 a proxy must pass on) and fails a connection with a code
-    (C{_fail_connection}).
+    (C{_fail_connection}), keeping that close frame when Autobahn's server
+    would abort on the next close (C{dropConnection}).
+  - L{LeanProtocol.sendWholeMessage} sends within a limit of its own
+    (C{sendLimit}), where Autobahn's one C{maxMessagePayloadSize} option
+    bounds both ways: the protocol's copy of it is read at the time of each
+    use, by C{sendMessage} (the payload as compressed) and by the receiving
+    side (each frame's declared size, and since 26.10 the most a compressed
+    frame is inflated to, through C{decompress_message_data}'s
+    C{max_output_len}: a deflate bomb stops at the limit).  So the browser
+    leg takes messages smaller than those it sends.
   - L{UpstreamHandshake} lets the upstream leg rewrite the handshake
     Autobahn's client writes (through C{sendData}) and remember the status
     of a refused one (C{failHandshake}, C{http_status_line}).
@@ -72,6 +81,11 @@ class LeanProtocol:
     droppedByMe: bool
     send_queue: Any
     closeHandshakeTimeoutCall: Any
+    maxMessagePayloadSize: int
+
+    #: The largest message this side sends (0: no limit), when it is not the
+    #: largest it receives (C{maxMessagePayloadSize}); None: the same.
+    sendLimit: int | None = None
 
     def dataReceived(self, data: bytes) -> None:
         self._dataReceived(data)  # type: ignore[attr-defined]
@@ -81,6 +95,21 @@ class LeanProtocol:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
         else:
             self.transport.write(data)
+
+    def sendWholeMessage(self, payload: bytes, isBinary: bool) -> None:
+        """
+        C{sendMessage}, refused (C{PayloadExceededError}) past L{sendLimit}
+        rather than past the limit of what this side receives.
+        """
+        limit = self.sendLimit
+        if limit is None:
+            self.sendMessage(payload, isBinary)  # type: ignore[attr-defined]
+            return
+        receiving, self.maxMessagePayloadSize = self.maxMessagePayloadSize, limit
+        try:
+            self.sendMessage(payload, isBinary)  # type: ignore[attr-defined]
+        finally:
+            self.maxMessagePayloadSize = receiving
 
     def onMessageEnd(self) -> None:
         """A whole message arrived: hand it to L{messageReceived} (never logged)."""
@@ -97,6 +126,15 @@ class LeanProtocol:
         stop: bool | None = super().onCloseFrame(code, reasonRaw)  # type: ignore[misc]
         self.closeFrameReceived(opening)
         return stop
+
+    def dropConnection(self, abort: bool = False) -> None:
+        """
+        Once this side has failed the connection, its close frame may still
+        sit in the transport's buffer: Autobahn's server drops by aborting
+        when a close arrives (the refused frame itself may be one), which
+        would discard it and leave the peer a reset instead of 1002/1007.
+        """
+        super().dropConnection(abort and not self.failedByMe)  # type: ignore[misc]
 
     def closeFrameReceived(self, opening: bool) -> None:
         """

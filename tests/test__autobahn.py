@@ -21,6 +21,13 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
+from autobahn.exception import PayloadExceededError
+from autobahn.websocket.compress import (
+    PerMessageDeflateOffer,
+    PerMessageDeflateOfferAccept,
+    PerMessageDeflateResponseAccept,
+)
+from autobahn.websocket.compress_deflate import PerMessageDeflate
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test import iosim
@@ -151,6 +158,7 @@ SIGNATURES = [
     (WebSocketProtocol, "sendData", ["data", "sync", "chopsize"]),
     (WebSocketClientProtocol, "failHandshake", ["reason"]),
     (WebSocketProtocol, "onServerConnectionDropTimeout", []),
+    (PerMessageDeflate, "decompress_message_data", ["data", "max_output_len"]),
 ]
 
 
@@ -400,3 +408,69 @@ def test_the_wait_for_the_servers_drop_runs_on_the_factory_timer(monkeypatch):
     assert not transport.disconnected
     clock.advance(0.001)
     assert transport.disconnected and private(client, "wasServerConnectionDropTimeout")
+
+
+def test_send_whole_message_holds_to_its_own_limit_and_receiving_to_the_option():
+    """
+    sendMessage reads the protocol's maxMessagePayloadSize when called, so
+    sendWholeMessage sends up to sendLimit, and the option (restored) still
+    bounds what is received.
+    """
+    server, client, pump = connect(client=PlainClient, maxMessagePayloadSize=100)
+    server.sendLimit = 1000
+    server.sendWholeMessage(b"d" * 1000, True)
+    with pytest.raises(PayloadExceededError):
+        server.sendWholeMessage(b"d" * 1001, True)
+    assert private(server, "maxMessagePayloadSize") == 100
+    pump.flush()
+    assert client.received == [(b"d" * 1000, True)]
+    client.sendMessage(b"u" * 101, isBinary=True)
+    pump.flush()
+    assert client.closed is not None and client.closed[1] == 1009
+
+
+def test_a_compressed_message_is_inflated_no_further_than_max_message_payload_size(monkeypatch):
+    """
+    Since Autobahn 26.10 a compressed frame is inflated at most to what is
+    left of maxMessagePayloadSize (decompress_message_data's max_output_len):
+    a 10 MB message of zeros against a 64 KiB limit gets 1009, no call
+    having inflated more than 64 KiB and a byte.  (Autobahn goes on
+    inflating, and dropping, what follows of the refused frame: the relay
+    stops feeding a leg that failed.)
+    """
+    inflated: list[int] = []
+    decompress = PerMessageDeflate.decompress_message_data
+
+    def counting(self, data, max_output_len=None):
+        before = private(self, "_decompress_message_size")
+        try:
+            return decompress(self, data, max_output_len)
+        finally:
+            inflated.append(self._decompress_message_size - before)
+
+    monkeypatch.setattr(PerMessageDeflate, "decompress_message_data", counting)
+    clock = MemoryReactorClock()
+    serverFactory, clientFactory = factories(
+        clock,
+        LeanServer,
+        PlainClient,
+        maxMessagePayloadSize=65536,
+        perMessageCompressionAccept=lambda offers: PerMessageDeflateOfferAccept(offers[0]),
+    )
+    clientFactory.setProtocolOptions(
+        perMessageCompressionOffers=[PerMessageDeflateOffer()],
+        perMessageCompressionAccept=PerMessageDeflateResponseAccept,
+    )
+    server = serverFactory.buildProtocol(None)
+    client = clientFactory.buildProtocol(None)
+    pump = iosim.connect(
+        server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client)
+    )
+    assert server.websocket_extensions_in_use, "permessage-deflate was not negotiated"
+    client.sendMessage(b"\0" * (10 << 20), isBinary=True)
+    pump.flush()
+    assert server.failedByProxy and server.localCloseCode == 1009
+    assert server.received == [] and 0 < inflated[0] and max(inflated) <= 65537
+    clock.advance(1)  # its parser, stuck on the refused frame, never reads the close reply
+    pump.flush()
+    assert client.closed is not None and client.closed[1] == 1009

@@ -5,7 +5,8 @@ C{resource} (the twisted.web resource, and the handshakes it refuses before
 Autobahn sees them), C{browser} and C{upstream} (the two
 Autobahn protocols of one relayed WebSocket, and their factories),
 C{handshake} (the upstream handshake's text), C{relay} (what the two legs
-share once joined: message relay, closes, the session record),
-C{valve} (backpressure between the legs) and C{sessions} (every open leg and session of one proxy:
-metrics, the session log line, closing them all on stop).
+share once joined: message relay, closes, pings),
+C{valve} (backpressure: a leg is not read while what reading it writes cannot
+go out) and C{sessions} (every open leg and session of one proxy: the session
+record, metrics, the session log line, closing them all on stop).
 """

@@ -78,6 +78,9 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
 
     def connectionMade(self) -> None:
         self._log = loggerFor(self, self.factory.logObserver)
+        # It takes messages up to the browser's limit, and sends Streamlit's
+        # up to the overall one.
+        self.sendLimit = self.factory.settings.maxMessageSize
         super().connectionMade()
 
     @property
@@ -265,7 +268,9 @@ class BrowserFactory(WebSocketServerFactory):
         useReactorTimer(self, upstream.reactor)
         self.setProtocolOptions(
             webStatus=False,
-            maxMessagePayloadSize=settings.maxMessageSize,
+            # Also what a compressed message is inflated to, at most (a
+            # deflate bomb is refused with 1009 at the limit).
+            maxMessagePayloadSize=settings.browserMessageLimit,
             failByDrop=False,
             echoCloseCodeReason=True,
             openHandshakeTimeout=settings.handshakeTimeout + 1.0,

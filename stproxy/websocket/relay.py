@@ -11,20 +11,22 @@ the C{other} of the other; from then on:
     fragments and enforces the size limit, the other leg re-frames);
   - a close frame one leg receives is passed on with its code and reason, and a
     leg that goes away without one closes the other with L{RelayLeg.lostCode};
-  - each leg's transport carries a L{ReadingValve} for the other leg, so a peer
-    that reads slowly stops the proxy reading from the side that feeds it, and
-    no more than about one message (plus one held read) per direction waits in
-    the proxy's memory;
+  - backpressure (L{stproxy.websocket.valve}): a peer that reads slowly stops
+    the proxy reading from the side that feeds it, so no more than about one
+    message (plus one held read) per direction waits in the proxy's memory;
   - once one leg is gone the other is closed, and aborted if still there
     after the close handshake timeout (its peer may have stopped reading).
 
 Pings are answered by each leg itself and never crossed over (Autobahn answers
-them); keepalive on the browser leg is Autobahn's auto-ping.
+them), and a peer that does not read its pongs is not read either; keepalive
+on the browser leg is Autobahn's auto-ping.  How big a message may be is the
+receiving leg's limit (Autobahn's, also while inflating); the browser leg
+takes smaller messages than it sends (L{stproxy.config.WebSocketSettings}).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 from autobahn.exception import Disconnected, PayloadExceededError
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketServerFactory
@@ -33,7 +35,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from stproxy._autobahn import STATE_CLOSED, STATE_OPEN, LeanProtocol
-from stproxy.websocket.valve import ReadingValve
+from stproxy.websocket.valve import ReadingValve, SendBuffer
 
 CLOSE_MESSAGE_TOO_BIG = WebSocketProtocol.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG
 
@@ -54,47 +56,16 @@ class _NoCounter:
         pass
 
 
-class Session:
-    """
-    One relayed WebSocket, from L{join} until both legs are gone: what its
-    log line and metrics report.
-
-    @ivar closedBy: C{"browser"}, C{"upstream"} or C{"proxy"}: the side that
-        started the close (or whose connection dropped) first.
-    @ivar code: the close code that side sent (1006 for a dropped connection).
-    """
-
-    closedBy: str | None = None
-    code: int | None = None
-
-    def __init__(
-        self,
-        browser: RelayLeg,
-        upstream: RelayLeg,
-        started: float,
-        ended: Callable[[Session], None],
-    ) -> None:
-        """@param ended: called with this session once both legs are gone."""
-        self.browser = browser
-        self.upstream = upstream
-        self.started = started
-        self._ended = ended
-        self._open = 2
-
-    def closing(self, side: str, code: int | None) -> None:
-        """C{side} is ending the session with C{code}; only the first one counts."""
-        if self.closedBy is None:
-            self.closedBy = side
-            self.code = code
-
-    def legClosed(self) -> None:
-        self._open -= 1
-        if self._open == 0:
-            self._ended(self)
-
-
 class _Counter(Protocol):
     def inc(self, amount: float = 1) -> None: ...
+
+
+class SessionRecord(Protocol):
+    """What a joined leg reports its end to (L{stproxy.websocket.sessions.Session})."""
+
+    def closing(self, side: str, code: int | None) -> None: ...
+
+    def legClosed(self) -> None: ...
 
 
 class LegTracker(Protocol):
@@ -110,19 +81,20 @@ class RelayLeg(LeanProtocol):
     What both legs share, mixed in before the Autobahn protocol class.
 
     @ivar other: the other leg once both are open, until either is lost.
-    @ivar valve: the valve that pauses reading from I{this} leg (it sits on
-        the other's transport).
+    @ivar valve: the valve that holds back what I{this} leg receives.
+    @ivar sendBuffer: the producer of this leg's transport (L{SendBuffer}).
     @ivar lostCode: the close code and reason the other gets when this leg's
         connection ends without a close frame.
     """
 
     other: RelayLeg | None = None
     valve: ReadingValve | None = None
+    sendBuffer: SendBuffer | None = None
     lostCode: tuple[int, bytes] = BROWSER_LOST
 
-    #: Which end this leg faces, for L{Session.closedBy}.
+    #: Which end this leg faces, for L{stproxy.websocket.sessions.Session.closedBy}.
     side = "browser"
-    session: Session | None = None
+    session: SessionRecord | None = None
     #: Messages and payload bytes received on this leg and relayed to the other.
     relayedMessages = 0
     relayedBytes = 0
@@ -156,14 +128,21 @@ class RelayLeg(LeanProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Bytes arrived: processed now, or held while the other leg is full (L{valve})."""
-        if self.valve is None:
-            super().dataReceived(data)
+        if self.valve is None or self.failedByProxy:
+            self.processReceived(data)
         else:
             self.valve.received(data)
 
     def processReceived(self, data: bytes) -> None:
-        """Process bytes this leg received (what L{valve} delivers)."""
-        super().dataReceived(data)
+        """
+        Process bytes this leg received (what L{valve} delivers), unless this
+        side failed the connection (a message too big): then, as RFC 6455
+        advises (7.1.7), nothing more is, its close reply included, until the
+        close handshake timeout drops it.  After a frame refused while being
+        inflated, Autobahn's parser would keep all the peer sends until then.
+        """
+        if not self.failedByProxy:
+            super().dataReceived(data)
 
     def messageReceived(self, payload: bytes, isBinary: bool) -> None:
         """A whole message arrived: send it on as it is (never logged)."""
@@ -184,7 +163,7 @@ class RelayLeg(LeanProtocol):
         if self.state != STATE_OPEN:
             return False
         try:
-            self.sendMessage(payload, isBinary)  # type: ignore[attr-defined]
+            self.sendWholeMessage(payload, isBinary)
         except PayloadExceededError:
             # Only when compression made a message at the limit bigger.
             self.failWith(CLOSE_MESSAGE_TOO_BIG, "message too big")
@@ -192,6 +171,15 @@ class RelayLeg(LeanProtocol):
         except Disconnected:
             return False
         return True
+
+    def onPing(self, payload: bytes) -> None:
+        """
+        Autobahn answers with a pong here (while open); if that pong cannot
+        go out now, this leg is not read until it can (L{SendBuffer.answered}).
+        """
+        super().onPing(payload)  # type: ignore[misc]
+        if self.sendBuffer is not None and self.state == STATE_OPEN:
+            self.sendBuffer.answered()
 
     def closeFrameReceived(self, opening: bool) -> None:
         """
@@ -268,10 +256,10 @@ class RelayLeg(LeanProtocol):
         if other is None:
             return
         other.other = None
-        if other.valve is not None:
-            # It may be paused waiting for this transport to drain; it must
+        if self.sendBuffer is not None:
+            # It may be held waiting for this transport to drain; it must
             # read again to see the end of its own closing handshake.
-            other.valve.resumeProducing()
+            self.sendBuffer.releaseFeeding()
         if self.failedByProxy and self.localCloseCode is not None:
             # This leg failed (e.g. 1009 message too big): pass that on.
             other.closeWith(self.localCloseCode, self.localCloseReason)
@@ -295,13 +283,15 @@ def join(browser: RelayLeg, upstream: RelayLeg) -> None:
     browser.transport.unregisterProducer()
     browser.valve = ReadingValve(browser.transport, browser.processReceived)
     upstream.valve = ReadingValve(upstream.transport, upstream.processReceived)
-    upstream.transport.registerProducer(browser.valve, True)
-    browser.transport.registerProducer(upstream.valve, True)
+    browser.sendBuffer = SendBuffer(upstream.valve, browser.valve)
+    upstream.sendBuffer = SendBuffer(browser.valve, upstream.valve)
+    browser.transport.registerProducer(browser.sendBuffer, True)
+    upstream.transport.registerProducer(upstream.sendBuffer, True)
 
 
 __all__ = [
     "RelayLeg",
-    "Session",
+    "SessionRecord",
     "join",
     "UPSTREAM_LOST",
     "BROWSER_LOST",

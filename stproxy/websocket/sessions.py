@@ -5,6 +5,8 @@ and its sessions, for the metrics and the one log line each gets.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver
@@ -12,7 +14,46 @@ from twisted.logger import ILogObserver
 from stproxy._autobahn import requestPath
 from stproxy.ops.logs import loggerFor
 from stproxy.ops.metrics import DOWNSTREAM, UPSTREAM, Metrics
-from stproxy.websocket.relay import RelayLeg, Session
+from stproxy.websocket.relay import RelayLeg
+
+
+class Session:
+    """
+    One relayed WebSocket, from L{stproxy.websocket.relay.join} until both
+    legs are gone: what its log line and metrics report.
+
+    @ivar closedBy: C{"browser"}, C{"upstream"} or C{"proxy"}: the side that
+        started the close (or whose connection dropped) first.
+    @ivar code: the close code that side sent (1006 for a dropped connection).
+    """
+
+    closedBy: str | None = None
+    code: int | None = None
+
+    def __init__(
+        self,
+        browser: RelayLeg,
+        upstream: RelayLeg,
+        started: float,
+        ended: Callable[[Session], None],
+    ) -> None:
+        """@param ended: called with this session once both legs are gone."""
+        self.browser = browser
+        self.upstream = upstream
+        self.started = started
+        self._ended = ended
+        self._open = 2
+
+    def closing(self, side: str, code: int | None) -> None:
+        """C{side} is ending the session with C{code}; only the first one counts."""
+        if self.closedBy is None:
+            self.closedBy = side
+            self.code = code
+
+    def legClosed(self) -> None:
+        self._open -= 1
+        if self._open == 0:
+            self._ended(self)
 
 
 class Sessions:
@@ -114,4 +155,4 @@ class Sessions:
         return d
 
 
-__all__ = ["Sessions"]
+__all__ = ["Session", "Sessions"]

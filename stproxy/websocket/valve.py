@@ -1,8 +1,20 @@
 """
-Backpressure between the two legs of a relayed WebSocket: a peer that reads
-slowly stops the proxy reading from the side that feeds it, so no more than
-about one message, plus one held read, per direction waits in the proxy's
-memory.
+Backpressure for the two legs of a relayed WebSocket: a leg is not read while
+what reading it makes the proxy write cannot go out.
+
+  - A peer that reads slowly stops the proxy reading from the side that feeds
+    it, so no more than about one message, plus one held read, per direction
+    waits in the proxy's memory.
+  - A peer that asks for answers it does not read stops being read itself.
+    Autobahn answers every ping with a pong on the same connection, and a
+    browser never pings a server in practice: a ping flood whose pongs are
+    never read would otherwise queue pongs without limit (400k pings took a
+    proxy from 61 to 124 MB).  Like TCP between two endpoints, the proxy then
+    leaves the pings in the peer's send buffer.
+
+Each leg has a L{ReadingValve}, which holds back what the leg receives, and a
+L{SendBuffer}, the streaming producer of its transport, which holds the
+valves while that transport's write buffer is full.
 """
 
 from __future__ import annotations
@@ -18,29 +30,20 @@ from zope.interface import implementer
 HOLD_LIMIT = 64 * 1024
 
 
-@implementer(IPushProducer)
 class ReadingValve:
     """
-    Holds back what one leg receives while the other leg's transport is full.
+    Holds back what one leg receives while anything holds it (L{hold}): the
+    other leg's full transport, or this leg's own while answers to this leg
+    wait in it (L{SendBuffer}).
 
-    It is registered as the streaming producer of the I{other} leg's
-    transport, which pauses it when its write buffer passes its high-water
-    mark and resumes it once drained.  It is deliberately not the source
-    transport itself: the target transport calls C{stopProducing} on its
-    producer when it disconnects, and that must not abort the source.
-
-    A paused valve does not pause the source transport at once: the source
+    A held valve does not pause the source transport at once: the source
     goes on reading, and the bytes are kept, unprocessed, until more than
     L{HOLD_LIMIT} wait.  A paused TCP transport does not notice its peer's
     FIN, so a browser that leaves while Streamlit is not reading (or the
     reverse) would otherwise keep both legs until the next ping, or for
     ever without pings; read on, its departure is seen at once unless it
     left more than that much unread behind it.
-
-    @ivar paused: whether what the source receives is held back.
     """
-
-    paused = False
 
     def __init__(
         self, source: IPushProducer, deliver: Callable[[bytes], None], limit: int = HOLD_LIMIT
@@ -54,9 +57,15 @@ class ReadingValve:
         self._source = source
         self._deliver = deliver
         self._limit = limit
+        self._holds: set[object] = set()
         self._held: list[bytes] = []
         self._heldBytes = 0
         self._sourcePaused = False
+
+    @property
+    def paused(self) -> bool:
+        """Whether what the source receives is held back."""
+        return bool(self._holds)
 
     @property
     def heldBytes(self) -> int:
@@ -65,7 +74,7 @@ class ReadingValve:
 
     def received(self, data: bytes) -> None:
         """The source received C{data}: process it now, or hold it."""
-        if not self.paused and not self._held:
+        if not self._holds and not self._held:
             self._deliver(data)
             return
         self._held.append(data)
@@ -74,27 +83,26 @@ class ReadingValve:
             self._sourcePaused = True
             self._source.pauseProducing()
 
-    def pauseProducing(self) -> None:
-        self.paused = True
+    def hold(self, cause: object) -> None:
+        """Hold back what arrives until C{cause} releases it (again: no change)."""
+        self._holds.add(cause)
 
-    def resumeProducing(self) -> None:
+    def release(self, cause: object) -> None:
         """
-        Process what was held, in order, until done or paused again, then
-        let the source read again.
+        C{cause} no longer holds the valve.  Once nothing does, what was
+        held is processed, in order, until done or held again, and then the
+        source reads again.
         """
-        if not self.paused:
+        if cause not in self._holds:
             return
-        self.paused = False
-        while self._held and not self.paused:
+        self._holds.discard(cause)
+        while self._held and not self._holds:
             data = self._held.pop(0)
             self._heldBytes -= len(data)
             self._deliver(data)
-        if not self.paused and self._sourcePaused:
+        if not self._holds and self._sourcePaused:
             self._sourcePaused = False
             self._source.resumeProducing()
-
-    def stopProducing(self) -> None:
-        """The target is gone; L{RelayLeg.onClose} reopens the source."""
 
     def discard(self) -> None:
         """The source is gone: what it sent and was held goes nowhere."""
@@ -102,4 +110,60 @@ class ReadingValve:
         self._heldBytes = 0
 
 
-__all__ = ["ReadingValve", "HOLD_LIMIT"]
+@implementer(IPushProducer)
+class SendBuffer:
+    """
+    The streaming producer of one leg's transport, which pauses it while its
+    write buffer is full and resumes it once that has drained.
+
+    While it is full, the valve of the leg that feeds this transport is held,
+    and so is this leg's own valve once the leg has answered its peer here
+    (L{answered}).  This leg's own valve is not held for the full buffer
+    alone: what it receives goes to the other leg, and a browser falling
+    behind Streamlit's stream still gets its own messages through.
+
+    It is deliberately not the source transport itself: a transport calls
+    C{stopProducing} on its producer when it disconnects, and that must not
+    abort the other leg's.
+
+    @ivar full: whether the transport's write buffer is full.
+    """
+
+    full = False
+
+    def __init__(self, feeding: ReadingValve, own: ReadingValve) -> None:
+        """
+        @param feeding: the valve of the other leg, whose messages are sent here.
+        @param own: the valve of the leg this transport belongs to.
+        """
+        self._feeding = feeding
+        self._own = own
+
+    def answered(self) -> None:
+        """
+        The leg has just written an answer to its peer (a pong): if that
+        cannot go out now, the peer is not read until it can.  At most what
+        the leg is processing when the buffer fills (one read) is answered
+        past its high-water mark.
+        """
+        if self.full:
+            self._own.hold(self)
+
+    def pauseProducing(self) -> None:
+        self.full = True
+        self._feeding.hold(self)
+
+    def resumeProducing(self) -> None:
+        self.full = False
+        self._feeding.release(self)
+        self._own.release(self)
+
+    def stopProducing(self) -> None:
+        """The transport is gone; L{stproxy.websocket.relay.RelayLeg.onClose} calls L{releaseFeeding}."""
+
+    def releaseFeeding(self) -> None:
+        """This transport is gone: the leg that fed it may be read again, to see its own close."""
+        self._feeding.release(self)
+
+
+__all__ = ["ReadingValve", "SendBuffer", "HOLD_LIMIT"]

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import pytest
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel
 
+from option_parsing import parse
 from stproxy.config import WebSocketSettings
+from stproxy.tap import makeService
 from stproxy.testing import (
     FakeBrowser,
     FakeBrowserFactory,
@@ -186,3 +190,29 @@ def test_an_upstream_endpoint_failing_at_once_gives_502_not_an_open_websocket() 
     assert relay.metrics.registry.get_sample_value(
         "stproxy_websocket_handshakes_refused_total", {"status": "502"}
     ) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, takes, sends",
+    [
+        ((), 8 << 20, 200 << 20),
+        (("--ws-max-browser-message-size", "1M"), 1 << 20, 200 << 20),
+        (("--ws-max-message-size", "2M"), 2 << 20, 2 << 20),
+        (("--ws-max-browser-message-size", "unlimited"), 200 << 20, 200 << 20),
+        (("--ws-max-message-size", "unlimited", "--ws-max-browser-message-size", "unlimited"), 0, 0),
+    ],
+)
+def test_the_browser_message_limit_flag_reaches_the_browser_leg(
+    argv: tuple[str, ...], takes: int, sends: int
+) -> None:
+    """
+    The browser leg built by makeService takes messages up to
+    --ws-max-browser-message-size (capped by --ws-max-message-size) and
+    sends Streamlit's up to --ws-max-message-size.
+    """
+    reactor = MemoryReactorClock()
+    service = makeService(parse("--upstream", "127.0.0.1:9", *argv), reactor)
+    factory = service.webSocket.factory
+    net = MemoryNetwork(reactor)
+    leg = connectBrowser(net, factory, FakeBrowserFactory(reactor).buildProtocol(None)).server
+    assert (factory.maxMessagePayloadSize, leg.maxMessagePayloadSize, leg.sendLimit) == (takes, takes, sends)

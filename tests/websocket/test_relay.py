@@ -6,7 +6,12 @@ backpressure, size limits), in memory on a L{MemoryReactorClock}.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
+
+import pytest
+from autobahn.websocket import compress_deflate
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
 
 from stproxy.config import WebSocketSettings
 from stproxy.ops.metrics import DOWNSTREAM, UPSTREAM
@@ -21,12 +26,29 @@ from stproxy.testing import (
 )
 from stproxy.websocket.browser import BrowserFactory, BrowserProtocol
 from stproxy.websocket.upstream import UpstreamProtocol
+from stproxy.websocket.valve import HOLD_LIMIT
+
+#: A browser that offers permessage-deflate (FakeBrowserFactory options).
+DEFLATE: dict[str, Any] = {
+    "perMessageCompressionOffers": [PerMessageDeflateOffer()],
+    "perMessageCompressionAccept": PerMessageDeflateResponseAccept,
+}
+
+
+class PongCountingBrowser(FakeBrowser):
+    """A fake browser that counts the pongs it reads."""
+
+    pongs = 0
+
+    def onPong(self, payload: bytes) -> None:
+        self.pongs += 1
 
 
 class Relayed:
     """One open relayed WebSocket: a fake browser, the relay and a fake Streamlit."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, browserOptions: dict[str, Any] | None = None, **settings: Any) -> None:
+        """@param browserOptions: the fake browser's Autobahn options (L{DEFLATE})."""
         self.net = MemoryNetwork()
         self.events: list[dict[str, Any]] = []
         self.streamlitFactory = FakeStreamlitFactory(self.net.reactor)
@@ -34,7 +56,9 @@ class Relayed:
         self.relay: BrowserFactory = memoryRelay(
             self.net, self.streamlitFactory, WebSocketSettings(**settings), self.events.append
         )
-        self.browser: FakeBrowser = FakeBrowserFactory(self.net.reactor).buildProtocol(None)
+        browserFactory = FakeBrowserFactory(self.net.reactor, **(browserOptions or {}))
+        browserFactory.protocol = PongCountingBrowser
+        self.browser: PongCountingBrowser = browserFactory.buildProtocol(None)
         self.browserPump = connectBrowser(self.net, self.relay, self.browser)
         self.net.flush()
         assert self.browser.opened
@@ -117,6 +141,7 @@ def test_a_message_from_the_browser_over_max_message_size_closes_both_with_1009(
     r.browser.sendMessage(b"x" * 1000, isBinary=True)
     r.browser.sendMessage(b"x" * 1001, isBinary=True)
     r.net.flush()
+    r.net.advance(1)  # the close timeout: a failed leg reads no close reply
     assert r.streamlit.messages == [(b"x" * 1000, True)]
     assert r.browser.closed is not None and r.browser.closed[1] == 1009
     assert r.streamlit.closed is not None and r.streamlit.closed[1] == 1009
@@ -132,12 +157,96 @@ def test_a_message_from_streamlit_over_max_message_size_closes_both_with_1009() 
     assert r.streamlit.closed is not None and r.streamlit.closed[1] == 1009
 
 
-def test_each_legs_valve_sits_on_the_other_legs_transport() -> None:
-    """Once joined, a full browser transport pauses the upstream leg, and the reverse."""
+def test_the_browsers_own_limit_holds_for_what_it_sends_only() -> None:
+    """
+    Past --ws-max-browser-message-size the browser gets 1009 (and Streamlit
+    too), while Streamlit's bigger messages still reach the browser.
+    """
+    r = Relayed(maxBrowserMessageSize=1000)
+    r.streamlit.sendMessage(b"s" * 5000, isBinary=True)
+    r.browser.sendMessage(b"x" * 1000, isBinary=True)
+    r.net.flush()
+    assert r.browser.messages == [(b"s" * 5000, True)]
+    assert r.streamlit.messages == [(b"x" * 1000, True)]
+    r.browser.sendMessage(b"x" * 1001, isBinary=True)
+    r.net.flush()
+    r.net.advance(1)  # the close timeout: a failed leg reads no close reply
+    assert len(r.streamlit.messages) == 1
+    assert r.browser.closed is not None and r.browser.closed[1] == 1009
+    assert r.streamlit.closed is not None and r.streamlit.closed[1] == 1009
+
+
+class InflationSpy:
+    """A zlib decompressor that records how many bytes each call inflated."""
+
+    decompressobj = staticmethod(zlib.decompressobj)
+
+    def __init__(self, inflated: list[int], *args: Any) -> None:
+        self._decompressor = self.decompressobj(*args)
+        self._inflated = inflated
+
+    def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+        out = self._decompressor.decompress(data, max_length)
+        self._inflated.append(len(out))
+        return out
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._decompressor.unconsumed_tail
+
+
+def test_a_deflate_bomb_is_refused_with_1009_having_inflated_no_more_than_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    30 MB of zeros, 30 KB compressed, from a browser whose limit is 1 MB:
+    the browser and Streamlit get 1009, Streamlit no message, and the proxy
+    never inflated more than the limit (plus the one byte that proves it).
+    """
+    inflated: list[int] = []
+    r = Relayed(browserOptions=DEFLATE, maxBrowserMessageSize=2**20)
+    assert r.browserLeg.websocket_extensions_in_use, "permessage-deflate was not negotiated"
+    monkeypatch.setattr(
+        compress_deflate.zlib, "decompressobj", lambda *args: InflationSpy(inflated, *args)
+    )
+    r.browser.sendMessage(b"\0" * (30 * 2**20), isBinary=True)
+    r.net.flush()
+    r.net.advance(1)  # the close timeout: a failed leg reads no close reply
+    assert r.browser.closed is not None and r.browser.closed[1] == 1009
+    assert r.streamlit.closed is not None and r.streamlit.closed[1] == 1009
+    assert r.streamlit.messages == []
+    assert inflated and sum(inflated) <= 2**20 + 1
+    assert r.relay.sessions.legs == set()
+
+
+def test_what_a_failed_browser_sends_next_is_neither_parsed_nor_kept() -> None:
+    """
+    After its 1009 the browser leg processes nothing more (RFC 6455 7.1.7):
+    a browser streaming on is not buffered until the close timeout.
+    """
+    r = Relayed(browserOptions=DEFLATE, maxBrowserMessageSize=2**20)
+    r.browser.sendMessage(b"\0" * (30 * 2**20), isBinary=True)
+    r.net.flush()
+    assert r.browserLeg.failedByProxy
+    fed: list[int] = []
+    r.browserLeg._dataReceived = lambda data: fed.append(len(data))  # type: ignore[method-assign]
+    r.browser.transport.write(b"\x82\x7e\x10\x00" + b"\0" * 4096 * 64)
+    r.net.flush()
+    assert fed == [] and r.browserLeg.valve is not None and r.browserLeg.valve.heldBytes == 0
+
+
+def test_each_legs_full_transport_holds_back_the_other_leg() -> None:
+    """Once joined, a full browser transport holds back the upstream leg, and the reverse."""
     r = Relayed()
-    assert r.browserLeg.transport.producer is r.upstreamLeg.valve
-    assert r.upstreamLeg.transport.producer is r.browserLeg.valve
+    assert r.browserLeg.sendBuffer is not None and r.upstreamLeg.sendBuffer is not None
+    assert r.browserLeg.transport.producer is r.browserLeg.sendBuffer
+    assert r.upstreamLeg.transport.producer is r.upstreamLeg.sendBuffer
     assert r.browserLeg.transport.streamingProducer
+    r.browserLeg.sendBuffer.pauseProducing()
+    assert r.upstreamLeg.valve is not None and r.upstreamLeg.valve.paused
+    assert r.browserLeg.valve is not None and not r.browserLeg.valve.paused
+    r.upstreamLeg.sendBuffer.pauseProducing()
+    assert r.browserLeg.valve.paused
 
 
 def test_a_browser_that_stops_reading_stops_the_proxy_reading_from_streamlit() -> None:
@@ -260,3 +369,76 @@ def test_once_one_leg_is_gone_the_other_is_aborted_after_the_close_timeout() -> 
     assert r.upstreamLeg in r.relay.sessions.legs
     r.net.advance(1)
     assert r.relay.sessions.legs == set()
+
+
+def pingFlood(r: Relayed, count: int = 20000) -> None:
+    """The browser stops reading, then sends C{count} pings of 125 bytes (2.6 MB at 20000)."""
+    r.browser.transport.pauseProducing()
+    for _ in range(count):
+        r.browser.sendPing(b"p" * 125)
+    r.net.flush()
+
+
+def test_a_ping_flood_whose_pongs_are_not_read_is_not_read_either() -> None:
+    """
+    A browser that pings without reading its pongs gets no more than about
+    two reads' worth of them queued (2.5 MB without the bound), and then is
+    not read itself: its pings wait in its own send buffer.
+    """
+    r = Relayed()
+    pingFlood(r)
+    proxy = r.browserPump.serverIO
+    assert proxy.buffered() <= 2 * HOLD_LIMIT, "pongs queued without bound"
+    assert r.browserLeg.valve is not None and r.browserLeg.valve.paused
+    assert r.browserLeg.valve.heldBytes <= 2 * HOLD_LIMIT
+    assert not proxy.reading
+    assert r.browserPump.clientIO.stream, "the rest of the pings wait in the browser"
+
+
+def test_a_ping_flooding_browser_that_leaves_releases_both_legs() -> None:
+    """Held back for its pongs, the browser leg still goes when the browser does, and Streamlit is told 1001."""
+    r = Relayed()
+    pingFlood(r)
+    r.browser.transport.abortConnection()
+    r.net.flush()
+    assert r.relay.sessions.legs == set()
+    assert r.streamlit.closed == (True, 1001, "going away")
+    assert r.browserLeg.valve is not None and r.browserLeg.valve.heldBytes == 0
+
+
+def test_held_back_pings_are_all_answered_once_the_browser_reads_again() -> None:
+    """No ping goes unanswered: once the browser reads, the rest are read and answered, in order."""
+    r = Relayed()
+    pingFlood(r, 3000)
+    assert r.browser.pongs == 0
+    r.browser.transport.resumeProducing()
+    r.net.flush()
+    assert r.browser.pongs == 3000
+    assert r.browserLeg.valve is not None and not r.browserLeg.valve.paused
+    r.browser.sendMessage(b"after", isBinary=True)
+    r.net.flush()
+    assert r.streamlit.messages == [(b"after", True)]
+
+
+def test_a_browser_behind_streamlits_stream_still_gets_its_messages_through() -> None:
+    """Only pongs hold a leg back for its own full transport: a browser that is slow to read still sends."""
+    r = Relayed()
+    r.browser.transport.pauseProducing()
+    for i in range(10):
+        r.streamlit.sendMessage(bytes([i]) * 30000, isBinary=True)
+    r.browser.sendMessage(b"rerun", isBinary=True)
+    r.net.flush()
+    assert r.upstreamLeg.valve is not None and r.upstreamLeg.valve.paused
+    assert r.streamlit.messages == [(b"rerun", True)]
+
+
+def test_streamlit_pinging_without_reading_is_not_read_either() -> None:
+    """The upstream leg bounds the pongs it queues for Streamlit the same way."""
+    r = Relayed()
+    r.streamlit.transport.pauseProducing()
+    for _ in range(20000):
+        r.streamlit.sendPing(b"p" * 125)
+    r.net.flush()
+    assert r.upstreamPump.clientIO.buffered() <= 2 * HOLD_LIMIT
+    assert r.upstreamLeg.valve is not None and r.upstreamLeg.valve.paused
+    assert not r.upstreamPump.clientIO.reading

@@ -121,3 +121,51 @@ class BackpressureTests(RelayTestCase):
         browser.transport.loseConnection()
         yield waitFor(lambda: not self.relay.sessions.legs, timeout=5, what="both legs gone")
         server.transport.resumeProducing()
+
+    @defer.inlineCallbacks
+    def test_a_ping_flood_whose_pongs_are_not_read_stops_being_read(self):
+        """
+        Over TCP: a browser that pings flat out and reads none of its pongs
+        is not read any more once its transport is full, the proxy holding a
+        bounded amount of pongs; its going away then ends both legs.
+        """
+        browser, server, _ = yield self.openRelay(pingInterval=0)
+        browserLeg, upstreamLeg = self.proxyLegs()
+        browser.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        browserLeg.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        browser.transport.pauseProducing()
+        pinger = Pinger(browser, count=200_000)
+        yield waitFor(
+            lambda: browserLeg.transport not in reactor.getReaders(),
+            what="reading from the pinging browser paused",
+        )
+        yield observe(0.3)
+        self.assertTrue(browserLeg.sendBuffer.full and browserLeg.valve.paused)
+        self.assertTrue(pinger.paused)
+        self.assertLess(pinger.sent, 200_000)
+        self.assertLess(bufferedBytes(browserLeg.transport), 256 * 1024)
+        browser.transport.abortConnection()
+        yield waitFor(lambda: not self.relay.sessions.legs, what="both legs gone")
+        yield waitFor(lambda: server.closed, what="Streamlit told")
+        self.assertEqual(server.closed[1], 1001)
+
+
+class Pinger:
+    """Sends 125-byte pings on a WebSocket as fast as its transport takes them."""
+
+    def __init__(self, ws, count: int):
+        self.ws, self.count, self.sent, self.paused = ws, count, 0, False
+        ws.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+        while not self.paused and self.sent < self.count:
+            self.ws.sendPing(b"p" * 125)
+            self.sent += 1
+
+    def stopProducing(self):
+        self.paused = True

@@ -49,8 +49,8 @@ class MessageTests(RelayTestCase):
 
     @defer.inlineCallbacks
     def test_twenty_megabytes_cross_intact_both_ways(self):
-        """A 20 MB binary message arrives whole and unchanged in each direction."""
-        browser, server, _ = yield self.openRelay()
+        """A 20 MB binary message arrives whole and unchanged in each direction (the browser's limit raised)."""
+        browser, server, _ = yield self.openRelay(maxBrowserMessageSize=25 * 2**20)
         up, down = os.urandom(20 * 2**20), os.urandom(20 * 2**20)
         browser.sendMessage(up, isBinary=True)
         server.sendMessage(down, isBinary=True)
@@ -128,6 +128,22 @@ class MessageTests(RelayTestCase):
         yield waitFor(lambda: server.messages and browser.messages)
         self.assertEqual(server.messages[0][0], payload)
         self.assertEqual(browser.messages[0][0], payload)
+
+    @defer.inlineCallbacks
+    def test_a_deflate_bomb_from_the_browser_closes_with_1009(self):
+        """
+        A compressed browser message that inflates past the browser's limit
+        closes the browser with 1009 and reaches Streamlit as a 1009 alone,
+        while Streamlit may still send more than that limit to the browser.
+        """
+        browser, server, _ = yield self.openRelay(compression=True, maxBrowserMessageSize=2**20)
+        server.sendMessage(os.urandom(2 * 2**20), isBinary=True)  # incompressible
+        yield waitFor(lambda: browser.messages, what="the big message down")
+        browser.sendMessage(b"\0" * (64 * 2**20), isBinary=True)  # 64 KB on the wire
+        closed = yield browser.factory.lost
+        self.assertEqual(closed[1], 1009)
+        yield waitFor(lambda: server.closed, what="upstream closed")
+        self.assertEqual((server.messages, server.closed[1]), ([], 1009))
 
     @defer.inlineCallbacks
     def test_deflate_is_refused_when_compression_is_off(self):

@@ -1,11 +1,15 @@
 """
 Tests for L{stproxy.websocket.valve}: what a L{ReadingValve} does with the
-bytes of the leg it holds back, and with that leg's transport.
+bytes of the leg it holds back, and with that leg's transport, and what a
+L{SendBuffer} holds while its transport is full.
 """
 
 from __future__ import annotations
 
-from stproxy.websocket.valve import ReadingValve
+from stproxy.websocket.valve import ReadingValve, SendBuffer
+
+#: Two causes of a hold, as a full transport would be.
+FULL, OTHER = object(), object()
 
 
 class Source:
@@ -30,20 +34,20 @@ def valve(limit: int = 10) -> tuple[ReadingValve, Source, list[bytes]]:
 
 
 def test_an_open_valve_delivers_at_once() -> None:
-    """Bytes pass straight through while the other leg takes what it is given."""
+    """Bytes pass straight through while nothing holds the valve."""
     v, source, delivered = valve()
     v.received(b"abc")
     assert delivered == [b"abc"] and source.calls == [] and v.heldBytes == 0
 
 
-def test_a_paused_valve_holds_bytes_and_reads_on_up_to_its_limit() -> None:
+def test_a_held_valve_keeps_bytes_and_reads_on_up_to_its_limit() -> None:
     """
-    While paused, what arrives is kept; the source is paused only once more
+    While held, what arrives is kept; the source is paused only once more
     than the limit waits, so until then the end of its connection is seen.
     """
     v, source, delivered = valve(limit=10)
-    v.pauseProducing()
-    v.pauseProducing()
+    v.hold(FULL)
+    v.hold(FULL)
     v.received(b"12345")
     v.received(b"67890")
     assert delivered == [] and source.calls == [] and v.heldBytes == 10
@@ -52,41 +56,91 @@ def test_a_paused_valve_holds_bytes_and_reads_on_up_to_its_limit() -> None:
     assert source.calls == ["pause"] and v.heldBytes == 12
 
 
-def test_resuming_delivers_what_was_held_in_order_then_reads_again() -> None:
+def test_releasing_delivers_what_was_held_in_order_then_reads_again() -> None:
     """Held bytes are processed first, in order, and only then is the source resumed."""
     v, source, delivered = valve(limit=3)
-    v.pauseProducing()
+    v.hold(FULL)
     v.received(b"ab")
     v.received(b"cd")
-    v.resumeProducing()
-    v.resumeProducing()
+    v.release(FULL)
+    v.release(FULL)
     assert delivered == [b"ab", b"cd"] and v.heldBytes == 0
     assert source.calls == ["pause", "resume"] and not v.paused
     v.received(b"e")
     assert delivered[-1] == b"e"
 
 
-def test_a_valve_paused_again_while_delivering_keeps_the_rest() -> None:
+def test_a_valve_stays_held_until_every_cause_releases_it() -> None:
+    """Two causes hold the valve (the other leg full, answers waiting): both must let go."""
+    v, source, delivered = valve(limit=1)
+    v.hold(FULL)
+    v.hold(OTHER)
+    v.received(b"ab")
+    v.release(FULL)
+    assert delivered == [] and v.paused and source.calls == ["pause"]
+    v.release(OTHER)
+    assert delivered == [b"ab"] and not v.paused and source.calls == ["pause", "resume"]
+
+
+def test_a_valve_held_again_while_delivering_keeps_the_rest() -> None:
     """If what is delivered fills the other leg again, the rest stays held and the source paused."""
     source, delivered = Source(), []
-    v = ReadingValve(source, lambda data: (delivered.append(data), v.pauseProducing()), 1)
-    v.pauseProducing()
+    v = ReadingValve(source, lambda data: (delivered.append(data), v.hold(FULL)), 1)
+    v.hold(FULL)
     v.received(b"a")
     v.received(b"b")
-    v.resumeProducing()
+    v.release(FULL)
     assert delivered == [b"a"] and v.paused and v.heldBytes == 1
     assert source.calls == ["pause"]
-    v.resumeProducing()
+    v.release(FULL)
     assert delivered == [b"a", b"b"] and v.paused
     assert source.calls == ["pause"]
 
 
-def test_stopping_never_stops_the_source_and_discard_drops_what_was_held() -> None:
-    """The target's end does not abort the source; a source that is gone has its bytes dropped."""
+def test_discard_drops_what_was_held() -> None:
+    """A source that is gone has its bytes dropped, never delivered."""
     v, source, delivered = valve()
-    v.pauseProducing()
+    v.hold(FULL)
     v.received(b"late")
-    v.stopProducing()
     v.discard()
-    v.resumeProducing()
-    assert delivered == [] and source.calls == []
+    v.release(FULL)
+    assert delivered == [] and source.calls == [] and v.heldBytes == 0
+
+
+def sendBuffer() -> tuple[SendBuffer, ReadingValve, ReadingValve]:
+    """A send buffer, the valve of the leg feeding it and the valve of its own leg."""
+    feeding, _, _ = valve()
+    own, _, _ = valve()
+    return SendBuffer(feeding, own), feeding, own
+
+
+def test_a_full_send_buffer_holds_the_leg_that_feeds_it_not_its_own() -> None:
+    """A full transport holds back the other leg; its own leg's messages go elsewhere and pass."""
+    buffer, feeding, own = sendBuffer()
+    buffer.pauseProducing()
+    assert buffer.full and feeding.paused and not own.paused
+    buffer.resumeProducing()
+    assert not buffer.full and not feeding.paused
+
+
+def test_an_answer_into_a_full_send_buffer_holds_its_own_leg_until_it_drains() -> None:
+    """A pong that cannot go out stops the pinging leg being read, until the transport drains."""
+    buffer, feeding, own = sendBuffer()
+    buffer.answered()
+    assert not own.paused, "an answer that goes out holds nothing"
+    buffer.pauseProducing()
+    buffer.answered()
+    assert own.paused
+    buffer.resumeProducing()
+    assert not own.paused and not feeding.paused
+
+
+def test_stopping_never_stops_the_source_and_the_feeding_leg_reads_again_once_released() -> None:
+    """A transport's end does not abort the other leg's; releaseFeeding lets that leg read again."""
+    buffer, feeding, own = sendBuffer()
+    buffer.pauseProducing()
+    buffer.answered()
+    buffer.stopProducing()
+    assert feeding.paused
+    buffer.releaseFeeding()
+    assert not feeding.paused and own.paused
