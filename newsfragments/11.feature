@@ -1,1 +1,1 @@
---max-body-size and --ws-max-message-size accept unlimited (0 is refused rather than meaning no limit), and --max-header-size sets the largest request head.
+--max-body-size and --ws-max-message-size accept unlimited (0 is refused rather than meaning no limit); new limits --max-header-size, --ws-max-browser-message-size, --header-timeout, --idle-timeout, --min-body-rate and --max-connections, each documented in the README's "Security and limits"; deploy/ raises the descriptor limit to match.

@@ -5,9 +5,10 @@ How a request flows::
 
     browser --HTTP/WS--> listeners (tcp:, ssl:, unix:)               edge/listeners, edge/endpoints
                             |                                        (ssl: certificates: edge/certificates)
+                            |  counted: --max-connections, 503 past  edge/connections, edge/descriptors
                             v
                   twisted.web Site (ProxySite) -- ProxyRoot           http/site, http/channel, http/request,
-                     |                                                 http/root, http/linger
+                     |                                                 http/root, http/linger, http/timeouts
                      |-- Upgrade: websocket --> Autobahn relay        websocket/resource
                      |        browser leg <--relay--> upstream leg    websocket/browser, websocket/upstream,
                      |                                    |           websocket/relay, websocket/sessions
@@ -39,9 +40,9 @@ The top level:
 The packages, each with a docstring of its own:
 
 - C{edge}: listeners, C{ssl:} descriptions, certificates and their reload,
-  the HTTPS redirect, client certificates;
-- C{http}: the site, the request policy, routing, forwarding, the streamed
-  exchange, headers, per-request accounting;
+  the HTTPS redirect, client certificates, the connection cap;
+- C{http}: the site, the request policy, slow-client timeouts, routing,
+  forwarding, the streamed exchange, headers, per-request accounting;
 - C{websocket}: the WebSocket relay through Autobahn;
 - C{upstream}: where requests go (today one address) and the client that
   reaches it;

@@ -29,6 +29,8 @@ from twisted.web.iweb import IPolicyForHTTPS
 
 from stproxy.config import Config
 from stproxy.edge.certificates import ServerCertificate
+from stproxy.edge.connections import ConnectionLimit, LimitedEndpoint
+from stproxy.edge.descriptors import maxConnections
 from stproxy.edge.endpoints import listenerEndpoint
 from stproxy.edge.listeners import AnnouncedEndpoint, listeningService
 from stproxy.edge.redirect import RedirectToHTTPS
@@ -79,15 +81,22 @@ def assemble(config: Config, reactor: ProxyReactor, ownsProcess: bool = False) -
         logObserver=log,
         hsts=config.tls.hsts,
         maxHeaderSize=config.maxHeaderSize,
+        limits=config.clients,
     )
     drain = Drain(reactor, metrics, log)
     events = Logger("stproxy.access", None, log) if config.logging.format == "json" else None
     site.instrument(drain, Accounting(reactor, metrics, events))
+    # One count for every public listener, the redirect one included; not the admin one.
+    connections = ConnectionLimit(
+        maxConnections(config.clients.maxConnections, log), reactor, metrics, log
+    )
     certificates = {
         description: ServerCertificate(files) for description, files in config.tls.listeners.items()
     }
     endpoints = [
-        AnnouncedEndpoint(listenerEndpoint(reactor, description, certificates), description, log)
+        AnnouncedEndpoint(
+            listenerEndpoint(reactor, description, certificates, connections), description, log
+        )
         for description in config.listen
     ]
     service = ProxyService(
@@ -105,7 +114,7 @@ def assemble(config: Config, reactor: ProxyReactor, ownsProcess: bool = False) -
         name = f"{PUBLIC_LISTENER_PREFIX}{number}"
         listeningService(endpoint, site, name).setServiceParent(service)
     _addOperations(service, config, reactor, metrics, log)
-    _addRedirect(service, config, reactor, certificates, log)
+    _addRedirect(service, config, reactor, certificates, connections, log)
     insecure = str(config.upstream) if config.tls.upstreamInsecure else None
     TLSService(reactor, certificates, config.tls.reloadInterval, log, insecure).setServiceParent(
         service
@@ -154,6 +163,7 @@ def _addRedirect(
     config: Config,
     reactor: ProxyReactor,
     certificates: dict[str, ServerCertificate],
+    connections: ConnectionLimit,
     log: ILogObserver,
 ) -> None:
     """With C{--redirect-http}, a plain listener sending every request to the HTTPS origin."""
@@ -177,9 +187,12 @@ def _addRedirect(
         maxBodySize=config.maxBodySize,
         logObserver=log,
         maxHeaderSize=config.maxHeaderSize,
+        limits=config.clients,
     )
     endpoint = AnnouncedEndpoint(
-        serverFromString(reactor, tls.redirect), f"{tls.redirect}, redirecting to HTTPS", log
+        LimitedEndpoint(serverFromString(reactor, tls.redirect), connections),
+        f"{tls.redirect}, redirecting to HTTPS",
+        log,
     )
     listeningService(endpoint, site, REDIRECT_LISTENER).setServiceParent(service)
 

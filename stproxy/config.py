@@ -71,10 +71,20 @@ class WebSocketSettings:
         data frame) arrives this long after a ping; 0 waits for ever.
     @ivar compression: accept permessage-deflate from browsers that offer it.
         The upstream leg never compresses (it is loopback, usually).
-    @ivar maxMessageSize: the largest message relayed, either way, in bytes;
-        a bigger one closes that leg with 1009.  Streamlit's own
+    @ivar maxMessageSize: the largest message relayed, in bytes: from
+        Streamlit to the browser, and a cap on L{maxBrowserMessageSize}; a
+        bigger one closes that leg with 1009.  Streamlit's own
         C{server.maxMessageSize} is 200 MB.  0 for none (Autobahn's own
         meaning), written C{unlimited} on the command line, which refuses 0.
+    @ivar maxBrowserMessageSize: the largest message a browser may send, in
+        bytes, inflated (a bigger one, or one that inflates past it, closes
+        the browser with 1009 before more than this much is inflated); 0 for
+        none.  Streamlit's BackMsgs are small (rerun requests, widget states,
+        component values; uploads go over HTTP) and Streamlit refuses client
+        messages over its C{server.maxWidgetStateSize}, 25 MB, itself; what
+        a browser may send is what one connection can make the proxy hold,
+        and with permessage-deflate a few hundred kilobytes on the wire
+        inflate to it.  L{maxMessageSize} still caps it (L{browserMessageLimit}).
     @ivar handshakeTimeout: how long a browser handshake may wait for the
         upstream's answer (connection included) before it is refused with 504.
         Autobahn's C{openHandshakeTimeout} on the browser leg is one second
@@ -86,13 +96,20 @@ class WebSocketSettings:
     compression: bool = True
     maxMessageSize: int = 200 * 1024 * 1024
     handshakeTimeout: float = 30.0
+    maxBrowserMessageSize: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("pingInterval", "pingTimeout", "maxMessageSize"):
+        for name in ("pingInterval", "pingTimeout", "maxMessageSize", "maxBrowserMessageSize"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.handshakeTimeout <= 0:
             raise ConfigError("handshakeTimeout must be positive")
+
+    @property
+    def browserMessageLimit(self) -> int:
+        """The largest message taken from a browser: the smaller limit of the two (0: none)."""
+        limits = [limit for limit in (self.maxMessageSize, self.maxBrowserMessageSize) if limit]
+        return min(limits, default=0)
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,39 @@ class TLSSettings:
         object.__setattr__(self, "listeners", MappingProxyType(dict(self.listeners)))
         if self.redirect is not None and not self.listeners:
             raise ConfigError("--redirect-http needs a TLS listener, such as --listen ssl:8443")
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """
+    How long a client may take to send what it sends, and how many may be
+    connected at once (L{stproxy.http.timeouts}, L{stproxy.edge.connections}).
+
+    @ivar headerTimeout: seconds a request head may take from its first byte
+        (from the connection's opening, for its first request); then 408.
+        Also the window a request body's rate is measured over.
+    @ivar idleTimeout: seconds a kept-alive connection may wait for the
+        first byte of its next request before it is closed.
+    @ivar minBodyRate: bytes per second a request body must average over
+        each C{headerTimeout}-long window (then 408); 0 leaves only "some
+        byte in every window".
+    @ivar maxConnections: open client connections on every public listener
+        together, WebSockets included (then 503); C{None} sizes it from the
+        process's descriptor limit.
+    """
+
+    headerTimeout: float = 30.0
+    idleTimeout: float = 75.0
+    minBodyRate: int = 1024
+    maxConnections: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.headerTimeout > 0 and self.idleTimeout > 0):
+            raise ConfigError("headerTimeout and idleTimeout must be positive")
+        if self.minBodyRate < 0:
+            raise ConfigError("minBodyRate must not be negative")
+        if self.maxConnections is not None and self.maxConnections < 1:
+            raise ConfigError("maxConnections must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -180,6 +230,7 @@ class Config:
     @ivar maxHeaderSize: the largest request head (request line and headers,
         line endings included) accepted, WebSocket handshakes too (then 431,
         or 414 for a request line); never unlimited.
+    @ivar clients: the timeouts and the connection cap clients get.
     """
 
     upstream: UpstreamAddress = UpstreamAddress("http", "localhost", 8501)
@@ -192,6 +243,7 @@ class Config:
     operations: OperationsSettings = OperationsSettings()
     logging: LogSettings = LogSettings()
     maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE
+    clients: ClientLimits = ClientLimits()
 
     def __post_init__(self) -> None:
         if self.maxHeaderSize < MIN_MAX_HEADER_SIZE:
@@ -209,6 +261,7 @@ class Config:
 
 
 __all__ = [
+    "ClientLimits",
     "Config",
     "ConfigError",
     "LogSettings",

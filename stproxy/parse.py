@@ -19,6 +19,7 @@ from twisted.logger import LogLevel
 
 from stproxy.config import (
     MIN_MAX_HEADER_SIZE,
+    ClientLimits,
     ConfigError,
     LogSettings,
     OperationsSettings,
@@ -83,7 +84,8 @@ UNLIMITED = "unlimited"
 
 def sizeLimit(text: str) -> int:
     """
-    A size limit (C{--max-body-size}, C{--ws-max-message-size}): a size, or
+    A size limit (C{--max-body-size}, C{--ws-max-message-size},
+    C{--ws-max-browser-message-size}): a size, or
     C{unlimited}, returned as 0, which is what L{stproxy.config.Config} and
     Autobahn take for "none".  A written 0 is refused: it reads as "nothing
     allowed" and used to lift the limit without a word.
@@ -230,8 +232,45 @@ def operations(
     )
 
 
+def connectionCount(text: str) -> int:
+    """
+    C{--max-connections}: a whole number, at least 1.  Whether the descriptor
+    limit holds it is for the process that serves (L{stproxy.edge.descriptors}).
+    """
+    if not _DIGITS.fullmatch(text.strip()) or int(text) < 1:
+        raise ValueError("must be a whole number of connections, at least 1")
+    return int(text)
+
+
+def rate(text: str) -> int:
+    """C{--min-body-rate}: bytes per second, as a size (C{1K}), 0 allowed."""
+    text = text.strip()
+    try:
+        return parseSize(text[:-2] if text.lower().endswith("/s") else text)
+    except ValueError:
+        raise ValueError("not a rate in bytes per second (use e.g. 1024, 1K, 0)") from None
+
+
+def clientLimits(
+    headerTimeout: str, idleTimeout: str, minBodyRate: str, maxConnections: str | None
+) -> ClientLimits:
+    """C{--header-timeout}, C{--idle-timeout}, C{--min-body-rate} and C{--max-connections}."""
+    return ClientLimits(
+        headerTimeout=flag("header-timeout", headerTimeout, positiveSeconds),
+        idleTimeout=flag("idle-timeout", idleTimeout, positiveSeconds),
+        minBodyRate=flag("min-body-rate", minBodyRate, rate),
+        maxConnections=None
+        if maxConnections is None
+        else flag("max-connections", maxConnections, connectionCount),
+    )
+
+
 def webSocketSettings(
-    pingInterval: str, pingTimeout: str, compression: str, maxMessageSize: str
+    pingInterval: str,
+    pingTimeout: str,
+    compression: str,
+    maxMessageSize: str,
+    maxBrowserMessageSize: str,
 ) -> WebSocketSettings:
     """The C{--ws-*} flags."""
     if compression.lower() not in ("on", "off"):
@@ -241,10 +280,13 @@ def webSocketSettings(
         pingTimeout=flag("ws-ping-timeout", pingTimeout, positiveSeconds),
         compression=compression.lower() == "on",
         maxMessageSize=flag("ws-max-message-size", maxMessageSize, sizeLimit),
+        maxBrowserMessageSize=flag("ws-max-browser-message-size", maxBrowserMessageSize, sizeLimit),
     )
 
 
 __all__ = [
+    "clientLimits",
+    "connectionCount",
     "flag",
     "headerSize",
     "listeners",

@@ -62,6 +62,11 @@ class Options(usage.Options):
             "64K",
             "Largest request head, request line and headers (then 431; 414 for the line alone)",
         ],
+        # Slow clients and the connection cap (stproxy.http.timeouts, stproxy.edge.connections).
+        ["header-timeout", None, "30", "Seconds a request head may take (then 408)"],
+        ["idle-timeout", None, "75", "Seconds a kept-alive connection may wait for a request"],
+        ["min-body-rate", None, "1K", "Slowest request body in bytes/s (then 408); 0 = any"],
+        ["max-connections", None, None, "Most connections, 503 past it [default: from ulimit -n]"],
         ["ws-ping-interval", None, "30", "Seconds between WebSocket pings to the browser; 0 = off"],
         ["ws-ping-timeout", None, "30", "Seconds to wait for a pong before dropping the browser"],
         ["ws-compression", None, "on", "permessage-deflate towards the browser: on or off"],
@@ -71,6 +76,13 @@ class Options(usage.Options):
             "200M",
             "Largest WebSocket message relayed (Streamlit's server.maxMessageSize);"
             " K/M/G suffixes allowed, or unlimited",
+        ],
+        [
+            "ws-max-browser-message-size",
+            None,
+            "8M",
+            "Largest WebSocket message a browser may send, once inflated (then 1009);"
+            " at most --ws-max-message-size; K/M/G suffixes allowed, or unlimited",
         ],
         ["streamlit-host", None, None, "Seed-compatible: upstream host [$STREAMLIT_HOST]"],
         ["streamlit-port", None, None, "Seed-compatible: upstream port [$STREAMLIT_PORT]"],
@@ -219,12 +231,19 @@ class Options(usage.Options):
             timeouts=timeouts,
             maxBodySize=parse.flag("max-body-size", self["max-body-size"], parse.sizeLimit),
             maxHeaderSize=parse.flag("max-header-size", self["max-header-size"], parse.headerSize),
+            clients=parse.clientLimits(
+                self["header-timeout"],
+                self["idle-timeout"],
+                self["min-body-rate"],
+                self["max-connections"],
+            ),
             trusted=parse.trustedProxies(self["trust-forwarded"]),
             websocket=parse.webSocketSettings(
                 self["ws-ping-interval"],
                 self["ws-ping-timeout"],
                 self["ws-compression"],
                 self["ws-max-message-size"],
+                self["ws-max-browser-message-size"],
             ),
             operations=parse.operations(
                 self["shutdown-timeout"],

@@ -13,20 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IProtocolFactory, ISSLTransport, IStreamServerEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from stproxy.config import DEFAULT_MAX_HEADER_SIZE
+from stproxy.config import DEFAULT_MAX_HEADER_SIZE, ClientLimits
+from stproxy.edge.connections import ConnectionLimit, LimitedEndpoint
 from stproxy.http.accesslog import Accounting
 from stproxy.http.site import buildSite
 from stproxy.ops.drain import Drain
 from stproxy.ops.metrics import Metrics
 
-__all__ = ["Answer", "Connection", "Recorder", "Server", "parse"]
+__all__ = ["Answer", "Connection", "Recorder", "Server", "listenedFactory", "parse"]
 
 
 class Recorder(Resource):
@@ -52,7 +54,9 @@ class Server:
         maxBodySize: int = 0,
         hsts: int | None = None,
         accessLog: str | None = None,
+        limits: ClientLimits = ClientLimits(),
     ) -> None:
+        """@param limits: the timeouts, and with C{maxConnections} a connection cap."""
         self.clock = MemoryReactorClock()
         self.metrics = Metrics()
         self.events: list[dict[str, Any]] = []
@@ -66,9 +70,15 @@ class Server:
             accessLog,
             hsts=hsts,
             maxHeaderSize=maxHeaderSize,
+            limits=limits,
         )
         events = Logger("stproxy.access", None, self.events.append)
         self.site.instrument(Drain(self.clock, self.metrics), Accounting(self.clock, self.metrics, events))
+        #: What connections are built by: the site, or with a connection cap the factory that counts them.
+        self.listener: IProtocolFactory = self.site
+        if limits.maxConnections is not None:
+            self.limit = ConnectionLimit(limits.maxConnections, self.clock, self.metrics, self.events.append)
+            self.listener = listenedFactory(self.limit, self.site)
 
     def connect(self, secure: bool = False, halfClose: bool = False) -> Connection:
         """
@@ -83,6 +93,24 @@ class Server:
             "stproxy_http_requests_total", {"method": method, "status_class": statusClass}
         )
         return value or 0.0
+
+
+@implementer(IStreamServerEndpoint)
+class _Recording:
+    """An endpoint that only keeps the factory it is asked to listen with."""
+
+    factory: IProtocolFactory
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[None]:
+        self.factory = factory
+        return succeed(None)
+
+
+def listenedFactory(limit: ConnectionLimit, factory: IProtocolFactory) -> IProtocolFactory:
+    """The factory a L{LimitedEndpoint} counting in C{limit} listens with for C{factory}."""
+    recording = _Recording()
+    LimitedEndpoint(recording, limit).listen(factory)
+    return recording.factory
 
 
 class HalfCloseTransport(StringTransport):
@@ -107,7 +135,7 @@ class Connection:
 
     def __init__(self, server: Server, transport: type[StringTransport]) -> None:
         peer = IPv4Address("TCP", "192.0.2.7", 40000)
-        self.protocol = server.site.buildProtocol(peer)
+        self.protocol = server.listener.buildProtocol(peer)
         self.transport = transport(peerAddress=peer)
         self.protocol.makeConnection(self.transport)
 

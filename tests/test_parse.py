@@ -9,6 +9,7 @@ import pytest
 from twisted.python import usage
 
 from option_parsing import parse
+from stproxy.config import ClientLimits
 from stproxy.parse import parseSize, sizeLimit
 from stproxy.tap import Options
 
@@ -40,10 +41,17 @@ from stproxy.tap import Options
         (["--upstream-timeout", "inf"], "--upstream-timeout inf"),
         (["--ws-ping-interval", "nan"], "--ws-ping-interval nan"),
         (["--health-path", "_stcore/health"], "--health-path"),
+        (["--header-timeout", "0"], "--header-timeout 0: must be a positive number of seconds"),
+        (["--idle-timeout", "-5"], "--idle-timeout -5"),
+        (["--min-body-rate", "fast"], "--min-body-rate fast: not a rate in bytes per second"),
+        (["--max-connections", "0"], "--max-connections 0: must be a whole number of connections"),
+        (["--max-connections", "1e3"], "--max-connections 1e3: must be a whole number"),
         # 0 used to lift the limit without a word; "unlimited" says so.
         (["--max-body-size", "0"], "--max-body-size 0: a limit of 0 is refused; write unlimited for no limit"),
         (["--ws-max-message-size", "0K"], "--ws-max-message-size 0K: a limit of 0 is refused; write unlimited"),
         (["--ws-max-message-size", "lots"], "not a size (use e.g. 1048576, 512K, 200M, or unlimited)"),
+        (["--ws-max-browser-message-size", "0"], "--ws-max-browser-message-size 0: a limit of 0 is refused"),
+        (["--ws-max-browser-message-size", "few"], "--ws-max-browser-message-size few: not a size"),
         # One upstream per proxy, however the repeat is spelled.
         (["--upstream", "a:1", "--upstream", "b:2"], "--upstream given twice: a:1 and b:2; one upstream per proxy until replicas are supported"),
         (["-u", "a:1", "--upstream", "b:2"], "--upstream given twice: a:1 and b:2"),
@@ -105,7 +113,24 @@ def test_unlimited_lifts_the_body_and_message_limits(word: str) -> None:
     assert config.websocket.maxMessageSize == 0
 
 
+@pytest.mark.parametrize(
+    "argv, size",
+    [((), 8 << 20), (("--ws-max-browser-message-size", "1M"), 1 << 20), (("--ws-max-browser-message-size", "unlimited"), 0)],
+)
+def test_ws_max_browser_message_size(argv: tuple[str, ...], size: int) -> None:
+    """--ws-max-browser-message-size takes a size limit, 8M by default."""
+    assert parse(*argv).config.websocket.maxBrowserMessageSize == size
+
+
 @pytest.mark.parametrize("argv, size", [((), 64 * 1024), (("--max-header-size", "32K"), 32 * 1024)])
 def test_max_header_size(argv: tuple[str, ...], size: int) -> None:
     """--max-header-size takes a size like --max-body-size, 64K by default."""
     assert parse(*argv).config.maxHeaderSize == size
+
+
+def test_client_limits() -> None:
+    """--header-timeout, --idle-timeout, --min-body-rate and --max-connections; 30 s, 75 s, 1K/s and from ulimit by default."""
+    assert parse().config.clients == ClientLimits(30.0, 75.0, 1024, None)
+    argv = ("--header-timeout", "1", "--idle-timeout", "300", "--min-body-rate", "0", "--max-connections", "5")
+    assert parse(*argv).config.clients == ClientLimits(1.0, 300.0, 0, 5)
+    assert parse("--min-body-rate", "4K/s").config.clients.minBodyRate == 4096

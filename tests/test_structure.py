@@ -55,6 +55,7 @@ AUTOBAHN_INTERNALS = {
     "failHandshake",
     "serverConnectionDropTimeoutCall",
     "onServerConnectionDropTimeout",
+    "maxMessagePayloadSize",
 }
 
 #: The Twisted internals listed in stproxy/_twisted.py's docstring.

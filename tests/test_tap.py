@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 from option_parsing import parse
 from pki import PKI
@@ -89,6 +90,29 @@ def test_make_service_gives_the_head_limit_to_every_proxy_site(pki: PKI) -> None
     assert listeners["redirect-http"].factory.maxHeaderSize == 32 * 1024
 
 
+def test_make_service_gives_one_connection_limit_and_the_timeouts_to_every_proxy_site(pki: PKI) -> None:
+    """--max-connections is one count for the public listeners and the redirect one, not the admin one; the timeouts reach both."""
+    options = parse(
+        "--listen", "ssl:0", *pki.server_args(), "--listen", "tcp:0", "--redirect-http", "tcp:0",
+        "--max-connections", "7", "--header-timeout", "2", "--upstream", "127.0.0.1:9",
+        "--admin", "tcp:0",
+    )  # fmt: skip
+    reactor = MemoryReactorClock()
+    service = makeService(options, reactor)
+    sites = {s.name: s.factory for s in service if isinstance(s, StreamServerEndpointService)}
+    assert sites["listener-0"].limits.headerTimeout == sites["redirect-http"].limits.headerTimeout == 2
+    assert sites["listener-0"].timeOut is None  # twisted.web's own timer is replaced
+    service.privilegedStartService()
+    try:
+        # Every listener, the ssl: one included, is a TCP port here (TLS is above the count).
+        limits = [getattr(factory, "limit", None) for _, factory, *_ in reactor.tcpServers]
+        assert len(limits) == 4 and limits.count(None) == 1  # the admin listener is not counted
+        [limit] = {id(limit): limit for limit in limits if limit is not None}.values()
+        assert limit.maximum == 7
+    finally:
+        service.stopService()
+
+
 def test_make_service_listens_when_started_and_stops_cleanly() -> None:
     """Once started the service listens on its port, and it stops at once when nothing is open."""
     reactor = MemoryReactorClock()
@@ -101,9 +125,9 @@ def test_make_service_listens_when_started_and_stops_cleanly() -> None:
 
 def test_make_service_builds_tls_listeners_with_stproxys_own_context(pki: PKI, tmp_path: Path) -> None:
     """
-    Without starting anything: the ssl: listener is an SSL endpoint on the listener's
-    ServerCertificate (never Twisted's own ssl: parser), beside a plain one; the redirect
-    listener and the reload service are children; the site sends HSTS.
+    Without starting anything: the ssl: listener is TLS on the listener's ServerCertificate
+    (never Twisted's own ssl: parser), above a TCP port counted against --max-connections, beside
+    a plain one; the redirect listener and the reload service are children; the site sends HSTS.
     """
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet.testing import MemoryReactorClock
@@ -120,13 +144,21 @@ def test_make_service_builds_tls_listeners_with_stproxys_own_context(pki: PKI, t
     listeners = {s.name: s for s in service if isinstance(s, StreamServerEndpointService)}
     assert {"listener-0", "listener-1", "redirect-http"} <= set(listeners)
     assert listeners["listener-0"].factory.hstsHeader == b"max-age=60"
-    assert any(isinstance(s, ReloadService) for s in service)
+    [reload] = [s for s in service if isinstance(s, ReloadService)]
+    [certificate] = reload.certificates.values()
+    assert isinstance(certificate, ServerCertificate)
+    assert certificate.files == options.config.tls.listeners[options.config.listen[0]]
     service.privilegedStartService()
     try:
-        [(port, _, contextFactory, backlog, interface)] = reactor.sslServers
-        assert isinstance(contextFactory, ServerCertificate)
-        assert contextFactory.files == options.config.tls.listeners[options.config.listen[0]]
+        assert reactor.sslServers == []
+        [(port, counting, backlog, interface)] = [s for s in reactor.tcpServers if s[2] == 7]
         assert (port, backlog, interface) == (0, 7, "127.0.0.1")
-        assert len(reactor.tcpServers) == 2  # the plain listener and the redirect
+        assert len(reactor.tcpServers) == 3  # and the plain listener and the redirect
+        connection, transport = counting.buildProtocol(None), StringTransport()
+        transport.setTcpNoDelay = lambda enabled: None  # type: ignore[attr-defined]
+        connection.makeConnection(transport)
+        tls = connection.wrappedProtocol
+        assert isinstance(tls, TLSMemoryBIOProtocol)
+        assert tls.getHandle().get_context() is certificate.current.options.getContext()
     finally:
         service.stopService()

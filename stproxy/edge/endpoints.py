@@ -11,6 +11,10 @@ listener, a full chain from C{fullchain.pem}, and reloadable.
 
 Every other description (C{tcp:}, C{unix:}, C{systemd:}, plugins) still goes
 to L{serverFromString} unchanged.
+
+Given a L{ConnectionLimit}, every listener counts its connections in it
+(L{LimitedEndpoint}); an C{ssl:} one is then a TCP endpoint with TLS layered
+above the count, as C{reactor.listenSSL} would layer it.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 
 from stproxy.edge.certificates import ServerCertificate, ServerTLSFiles
+from stproxy.edge.connections import ConnectionLimit, LimitedEndpoint
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IReactorSSL
+    from twisted.internet.interfaces import IReactorSSL, IReactorTCP
 
     from stproxy.reactor import ProxyReactor
 
@@ -191,18 +196,32 @@ class SSLDescription:
             reactor, self.port, certificate, backlog=self.backlog, interface=self.interface
         )
 
+    def limitedEndpoint(
+        self, reactor: IReactorTCP, certificate: ServerCertificate, limit: ConnectionLimit
+    ) -> IStreamServerEndpoint:
+        """The same, its connections counted in C{limit} below TLS."""
+        tcp = TCP4ServerEndpoint(reactor, self.port, backlog=self.backlog, interface=self.interface)
+        return LimitedEndpoint(tcp, limit, tls=certificate)
+
 
 def listenerEndpoint(
-    reactor: ProxyReactor, description: str, certificates: dict[str, ServerCertificate]
+    reactor: ProxyReactor,
+    description: str,
+    certificates: dict[str, ServerCertificate],
+    limit: ConnectionLimit | None = None,
 ) -> IStreamServerEndpoint:
     """
     The endpoint for one C{--listen}: an C{ssl:} one from stproxy's own
-    C{certificates} (by description), anything else from L{serverFromString}.
+    C{certificates} (by description), anything else from L{serverFromString};
+    its connections counted in C{limit}, if given.
     """
     if isSSLDescription(description):
-        return SSLDescription.parse(description).endpoint(reactor, certificates[description])
+        ssl = SSLDescription.parse(description)
+        if limit is not None:
+            return ssl.limitedEndpoint(reactor, certificates[description], limit)
+        return ssl.endpoint(reactor, certificates[description])
     endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
-    return endpoint
+    return endpoint if limit is None else LimitedEndpoint(endpoint, limit)
 
 
 __all__ = ["SSL_OPTIONS", "SSLDescription", "isSSLDescription", "listenerEndpoint"]

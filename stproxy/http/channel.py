@@ -17,7 +17,10 @@ limit crossed gets an answer that is counted and logged like any response:
     CRLF until its idle timeout, then close without an answer);
   - anything else twisted.web cannot parse: 400;
   - a body, or one chunk of it, declared larger than C{--max-body-size}:
-    413 before it is read (L{stproxy.http.request}).
+    413 before it is read (L{stproxy.http.request});
+  - a head not complete within C{--header-timeout}, or a body arriving
+    slower than C{--min-body-rate}: 408 (L{stproxy.http.timeouts}, whose
+    timer replaces twisted.web's, and also closes idle connections).
 
 After such an answer nothing more is read as HTTP (where the next request
 would start is unknown) and the connection is closed once the client has
@@ -29,13 +32,16 @@ from __future__ import annotations
 
 import re
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 
 from stproxy._twisted import BadRequestHook, chunkRemaining
+from stproxy.config import ClientLimits
 from stproxy.http.linger import Linger
 from stproxy.http.request import ProxyRequest, RequestPolicy
+from stproxy.http.timeouts import RequestTimer
 from stproxy.ops.logs import loggerFor
 
 #: The longest request target accepted (then 414).
@@ -43,6 +49,9 @@ MAX_TARGET_LENGTH = 16 * 1024
 
 #: How much of an over-long target the logs get.
 _LOGGED_TARGET = 1024
+
+#: The request line of a request whose request line has not arrived.
+_UNKNOWN_LINE = (b"-", b"-", b"HTTP/1.1")
 
 
 class ProxyChannel(BadRequestHook, HTTPChannel):
@@ -61,7 +70,7 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
     site: RequestPolicy
     delimiter = b"\n"
 
-    def __init__(self, maxHeaderSize: int) -> None:
+    def __init__(self, maxHeaderSize: int, limits: ClientLimits, reactor: IReactorTime) -> None:
         super().__init__()
         self.maxHeaderSize = maxHeaderSize
         # twisted.web's own count leaves line endings out, so it never trips first.
@@ -70,15 +79,18 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
         self._inHead = False
         self._headBytes = 0
         self._headFields = 0
-        self._requestLine: tuple[bytes, bytes, bytes] = (b"-", b"-", b"HTTP/1.1")
+        self._requestLine = _UNKNOWN_LINE
         self._linger: Linger | None = None
+        self.timer = RequestTimer(reactor, limits, self.loseConnection, self._abort, self._timedOut)
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self.timer.connected()
         if self.site.drain is not None:
             self.site.drain.connectionOpened(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.timer.stop()
         if self._linger is not None:
             self._linger.stop()
         if self.site.drain is not None:
@@ -89,6 +101,7 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
         if self._linger is not None:
             self._linger.discard(len(data))
             return
+        self.timer.received(len(data))
         super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -121,6 +134,7 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
         elif not line:  # the end of the head; a body may follow, counted elsewhere
             self._inHead = False
             self._headBytes = 0
+            self.timer.headReceived()
         elif line[:1] not in (b" ", b"\t"):  # a field, not the continuation of one
             self._headFields += 1
             if self._headFields > self.maxHeaders:
@@ -158,7 +172,23 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
 
     def allContentReceived(self) -> None:
         if self._linger is None:  # else refused: the request must not be processed
+            self.timer.stop()
             super().allContentReceived()
+
+    def requestDone(self, request: Request) -> None:
+        """Wait for the next request, whose bytes may have arrived already (then replayed)."""
+        self._requestLine = _UNKNOWN_LINE
+        if self._linger is None:  # else closing within the lingering's bounds
+            self.timer.requestDone() if self.persistent else self.timer.closing()
+        super().requestDone(request)
+
+    def _timedOut(self, detail: str) -> None:
+        """The head or body being read is too slow (L{RequestTimer})."""
+        self.refuse(408, detail)
+
+    def _abort(self) -> None:
+        if self.transport is not None:  # TCP's, TLS's and UNIX's all abort
+            getattr(self.transport, "abortConnection", self.transport.loseConnection)()
 
     def checkPersistence(self, request: Request, version: bytes) -> bool:
         """
@@ -193,7 +223,7 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
             return  # answered already
         self._linger = Linger(self.site.reactor, self.loseConnection, expected)
         self.persistent = False
-        self.setTimeout(None)  # the lingering has bounds of its own
+        self.timer.stop()  # the lingering has bounds of its own
         request = self._currentRequest()
         # Answered: twisted.web must not invite the body with a 100 Continue.
         request.requestHeaders.removeHeader(b"expect")

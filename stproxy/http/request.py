@@ -22,6 +22,7 @@ MAX_REAL_LENGTH = 2**63 - 1
 #: The reason phrases of the answers the proxy writes itself (RFC 9110's names).
 _PHRASES = {
     400: b"Bad Request",
+    408: b"Request Timeout",
     413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",

@@ -1,8 +1,8 @@
 """
 The twisted.web L{Site} every public listener serves: its connections are
-tracked for a graceful stop, their request heads capped
-(L{stproxy.http.channel}), its request bodies capped
-(L{stproxy.http.request}), its requests counted and logged
+tracked for a graceful stop, their request heads capped and timed
+(L{stproxy.http.channel}, L{stproxy.http.timeouts}), its request bodies
+capped (L{stproxy.http.request}), its requests counted and logged
 (L{stproxy.http.accesslog}).
 """
 
@@ -16,7 +16,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from stproxy._twisted import StandardOutputLogMixin, channelProtocol
-from stproxy.config import DEFAULT_MAX_HEADER_SIZE
+from stproxy.config import DEFAULT_MAX_HEADER_SIZE, ClientLimits
 from stproxy.http.accesslog import Accounting
 from stproxy.http.channel import ProxyChannel
 from stproxy.http.request import ProxyRequest
@@ -49,12 +49,15 @@ class ProxySite(StandardOutputLogMixin, Site):
         logObserver: ILogObserver | None = None,
         hsts: int | None = None,
         maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
+        limits: ClientLimits = ClientLimits(),
     ) -> None:
         """
         @param hsts: C{Strict-Transport-Security} max-age, in seconds, for
             responses over TLS; C{None} sends none.
         @param maxHeaderSize: the largest request head (request line and
             headers) accepted, in bytes (then 431, or 414 for the line).
+        @param limits: how long clients may take (L{stproxy.http.timeouts});
+            its C{maxConnections} is the listeners' (L{stproxy.edge.connections}).
         """
         toStdout = accessLog == "-"
         super().__init__(
@@ -67,6 +70,9 @@ class ProxySite(StandardOutputLogMixin, Site):
             self.logPath = "-"  # set after __init__, which would make it a path
         self.maxBodySize = maxBodySize
         self.maxHeaderSize = maxHeaderSize
+        self.limits = limits
+        # The channel's own timer (L{stproxy.http.timeouts}) replaces twisted.web's.
+        self.timeOut = None
         self.logObserver = logObserver
         self.hstsHeader = None if hsts is None else b"max-age=%d" % (hsts,)
         self.noisy = False
@@ -76,7 +82,7 @@ class ProxySite(StandardOutputLogMixin, Site):
     # Twisted's private wrapper class; this method builds that same wrapper.
     def protocol(self) -> IProtocol:  # type: ignore[override]
         """A channel that caps heads and reports to L{drain}, in twisted.web's own wrapper."""
-        return channelProtocol(ProxyChannel(self.maxHeaderSize))
+        return channelProtocol(ProxyChannel(self.maxHeaderSize, self.limits, self.reactor))
 
     def instrument(self, drain: Drain, accounting: Accounting) -> None:
         """Track connections and requests in C{drain}; count and log them with C{accounting}."""
@@ -123,10 +129,13 @@ def buildSite(
     logObserver: ILogObserver | None = None,
     hsts: int | None = None,
     maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
+    limits: ClientLimits = ClientLimits(),
 ) -> ProxySite:
     """The resource tree (L{ProxyRoot}) and the L{Site} around it."""
     root = ProxyRoot(http, webSocket)
-    return ProxySite(root, reactor, maxBodySize, accessLog, logObserver, hsts, maxHeaderSize)
+    return ProxySite(
+        root, reactor, maxBodySize, accessLog, logObserver, hsts, maxHeaderSize, limits
+    )
 
 
 __all__ = ["ProxySite", "buildSite"]

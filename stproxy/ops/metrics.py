@@ -135,6 +135,22 @@ class Metrics:
             "1 while the upstream's /_stcore/health answers 200, else 0",
             registry=registry,
         )
+        self.clientConnections = Gauge(
+            "stproxy_client_connections",
+            "Client connections open now on the public listeners, WebSockets included"
+            " (what --max-connections caps)",
+            registry=registry,
+        )
+        self.connectionLimit = Gauge(
+            "stproxy_connection_limit",
+            "The --max-connections in force",
+            registry=registry,
+        )
+        self.connectionsRefused = Counter(
+            "stproxy_connections_refused",
+            "Client connections answered 503 and closed at once: --max-connections was reached",
+            registry=registry,
+        )
         self._requestChildren: dict[tuple[str, str], Counter] = {}
 
     def requestDone(self, method: str, code: int, seconds: float, received: int, sent: int) -> None:

@@ -32,6 +32,16 @@ if TYPE_CHECKING:
 #: must go first, or a request can be written to a connection being closed.
 IDLE_CONNECTION_TIMEOUT = 4.0
 
+#: Idle connections to the upstream kept for the next request (Twisted's
+#: C{maxPersistentPerHost}; its default is 2, too few for a page loading its
+#: assets over six browser connections).  Not a cap on connections open at
+#: once: that bound comes from C{--max-connections}, since a client
+#: connection holds at most one upstream connection at a time (its HTTP
+#: requests are answered one after another; a WebSocket has one upstream
+#: leg), so there are never more than the cap, plus these, plus the health
+#: check's (L{stproxy.edge.descriptors}).
+POOLED_IDLE_CONNECTIONS = 10
+
 #: The largest response head (status line and headers) read from the
 #: upstream, in bytes; past it the response fails and the client gets a 502.
 #: Streamlit's heads are under 1 KiB; nginx's default buffer for them is 4 or
@@ -76,7 +86,7 @@ class Upstream:
         self.timeouts = timeouts
         self.tlsPolicy = tlsPolicy if tlsPolicy is not None else BrowserLikePolicyForHTTPS()
         self._pool = UpstreamConnectionPool(reactor, maxHeadSize=MAX_RESPONSE_HEAD)
-        self._pool.maxPersistentPerHost = 10
+        self._pool.maxPersistentPerHost = POOLED_IDLE_CONNECTIONS
         # Twisted infers int from its default (240); the pool passes it to callLater.
         self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT  # type: ignore[assignment]
         if agent is None:
@@ -195,6 +205,7 @@ class ResponseTimeout(Exception):
 
 
 __all__ = [
+    "POOLED_IDLE_CONNECTIONS",
     "MAX_RESPONSE_HEAD",
     "MAX_RESPONSE_HEADERS",
     "InvalidResponse",

@@ -21,6 +21,7 @@ from deploy_files import (
     k8s_objects,
     shutdown_timeout,
 )
+from stproxy.edge.descriptors import descriptorsFor
 
 
 def check_hardened_pod(pod: dict) -> None:
@@ -125,6 +126,21 @@ def test_kubernetes_stproxy() -> None:
     assert mode & 0o007 == 0 or mode == 0o644  # not world-readable unless Kubernetes' default
     if mode & 0o004 == 0:
         assert pod["securityContext"].get("fsGroup") == pod["securityContext"]["runAsGroup"]
+
+
+def test_kubernetes_stproxy_caps_connections_within_its_memory_and_descriptors() -> None:
+    """
+    A pod has no ulimit setting, so the stproxy container's --max-connections is explicit: its
+    WebSockets (about 50 KiB each over TLS) fit in the memory limit, and the descriptors it needs
+    in the hard limit runtimes give (524288 in Docker 25+ and containerd 2; stproxy raises its
+    soft limit itself).
+    """
+    (container,) = k8s_objects()[("Deployment", "stproxy")]["spec"]["template"]["spec"]["containers"]
+    cap = int(flag_value(container["args"], "--max-connections"))
+    memory = container["resources"]["limits"]["memory"]
+    assert memory.endswith("Mi")
+    assert 1000 <= cap and cap * 50 * 1024 <= int(memory[:-2]) * 1024 * 1024 * 2 // 3
+    assert descriptorsFor(cap) <= 524288
 
 
 def test_kustomize_renders() -> None:

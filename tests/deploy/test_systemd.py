@@ -22,6 +22,7 @@ import pytest
 from deploy_files import (
     DEPLOY,
     exec_start_args,
+    flag_value,
     http_get,
     make_certificate,
     read_unit,
@@ -30,6 +31,7 @@ from deploy_files import (
 )
 from harness import HERE, start_proxy, start_upstream_server
 from seccomp_launcher import libseccomp
+from stproxy.edge.descriptors import descriptorsFor, maxConnections
 
 #: The launcher that execs a command under the unit's seccomp filters.
 LAUNCHER = HERE / "seccomp_launcher.py"
@@ -74,6 +76,23 @@ def test_systemd_unit_sandboxing() -> None:
     # No capability is granted that the bounding set does not allow.
     ambient = service.get("AmbientCapabilities", [""])[-1].split()
     assert set(ambient) <= set(service["CapabilityBoundingSet"][-1].split())
+
+
+def test_systemd_unit_leaves_room_for_connections() -> None:
+    """
+    The stproxy unit raises the descriptor limit (1024 by default, under which the connection cap
+    would be 480), and any --max-connections it sets fits under it: the sandbox forbids setrlimit.
+    """
+    unit = read_unit(DEPLOY / "stproxy.service")
+    soft, _, hard = unit["Service"]["LimitNOFILE"][-1].partition(":")
+    assert int(soft) == int(hard or soft) >= 65536
+    assert "@resources" in unit["Service"]["SystemCallFilter"][-1]  # hence: no raising it inside
+    args = exec_start_args(unit, unit_environment(unit))
+    cap = flag_value(args, "--max-connections")
+    default = maxConnections(None, limits=(int(soft), int(soft)))
+    assert default >= 30000
+    if cap is not None:
+        assert descriptorsFor(int(cap)) <= int(soft)
 
 
 def _units_for_verify(tmp_path: Path) -> list[Path]:

@@ -11,9 +11,12 @@ refused client's next connection is served.
 from __future__ import annotations
 
 import json
+import re
 import socket
+import time
+import urllib.request
 
-from harness import ProxyProcess, UpstreamServerProcess
+from harness import ProxyProcess, UpstreamServerProcess, wait_until
 
 #: Bigger than the socket buffers on loopback, so the client is still sending when the 413 comes.
 BODY = 6 * 1024 * 1024
@@ -74,3 +77,44 @@ def test_oversized_heads_and_bare_lf_get_answers(upstream_server: UpstreamServer
         answer = exchange(proxy, request)
         assert status(answer) == expected, answer[:300]
     assert echoed(proxy)["path"] == "/echo"
+
+
+def metric(proxy: ProxyProcess, name: str) -> float:
+    """One unlabelled sample of the proxy's admin /metrics."""
+    port = proxy.wait_for_output(r"stproxy admin endpoint on [0-9.]+:(\d+)").group(1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode("utf-8")
+    return float(re.search(rf"^{name} (\S+)$", text, re.MULTILINE).group(1))
+
+
+def test_slow_heads_get_408_and_connections_past_the_cap_get_503(
+    upstream_server: UpstreamServerProcess, proxy_factory
+) -> None:
+    """Five connections holding half a head fill --max-connections 5: a sixth reads a 503, the five a 408 after --header-timeout 1, and then a request is served."""
+    proxy = proxy_factory(
+        "--upstream", upstream_server.address, "--max-connections", "5", "--header-timeout", "1",
+        "--admin", "tcp:0:interface=127.0.0.1",
+    )  # fmt: skip
+    started = time.monotonic()
+    slow = [socket.create_connection((proxy.host, proxy.port), timeout=20) for _ in range(5)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: app.test\r\nX-Slow: ")
+        refused = exchange(proxy, b"GET /echo HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        assert refused.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), refused[:300]
+        assert b"\r\nConnection: close\r\n" in refused
+        for sock in slow:
+            received = []
+            while chunk := sock.recv(65536):  # the proxy ends its answer, then closes
+                received.append(chunk)
+            answer = b"".join(received)
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:300]
+            assert b"\r\nConnection: close\r\n" in answer
+        assert time.monotonic() - started >= 0.9  # not before the header timeout
+    finally:
+        for sock in slow:
+            sock.close()
+    wait_until(lambda: metric(proxy, "stproxy_client_connections") == 0, 10, message=proxy.output)
+    assert echoed(proxy)["path"] == "/echo"
+    assert metric(proxy, "stproxy_connections_refused_total") == 1
+    assert proxy.output().count("At the connection limit (5 open)") == 1

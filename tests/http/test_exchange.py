@@ -212,7 +212,7 @@ def test_a_finished_response_leaves_no_timer_behind() -> None:
     response.protocol.dataReceived(b"abc")
     response.protocol.connectionLost(Failure(ResponseDone()))
     calls = [c for c in proxy.clock.getDelayedCalls() if c.active()]
-    assert [c for c in calls if "TimeoutMixin" not in repr(c)] == []  # only the channel's own
+    assert [c for c in calls if "RequestTimer" not in repr(c)] == []  # only the channel's own
 
 
 def errors(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
