@@ -68,7 +68,9 @@ class RedirectToHTTPS(Resource):
             return self._challenge(request, target[len(ACME_PREFIX) :])
         host = request.getHeader(b"host")
         if host is None:
-            address = request.getHost().host
+            # HTTP/1.0 needs no Host: name the address the client reached,
+            # which a UNIX socket does not have.
+            address = getattr(request.getHost(), "host", "")
             host = (f"[{address}]" if ":" in address else address).encode("ascii")
         try:
             location = httpsLocation(host, self._httpsPort(), target)

@@ -19,6 +19,7 @@ valves while that transport's write buffer is full.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable
 
 from twisted.internet.interfaces import IPushProducer
@@ -28,6 +29,11 @@ from zope.interface import implementer
 #: is paused: enough for a close frame and the end of the connection behind
 #: it, which a paused TCP transport would never see.
 HOLD_LIMIT = 64 * 1024
+
+#: Held reads are joined into pieces of up to this size, so a peer sending one
+#: byte per read costs a few pieces rather than one object (and one delivery)
+#: per byte.
+PIECE_SIZE = 16 * 1024
 
 
 class ReadingValve:
@@ -58,7 +64,7 @@ class ReadingValve:
         self._deliver = deliver
         self._limit = limit
         self._holds: set[object] = set()
-        self._held: list[bytes] = []
+        self._held: deque[bytearray] = deque()
         self._heldBytes = 0
         self._sourcePaused = False
 
@@ -77,7 +83,10 @@ class ReadingValve:
         if not self._holds and not self._held:
             self._deliver(data)
             return
-        self._held.append(data)
+        if self._held and len(self._held[-1]) < PIECE_SIZE:
+            self._held[-1] += data
+        else:
+            self._held.append(bytearray(data))
         self._heldBytes += len(data)
         if self._heldBytes > self._limit and not self._sourcePaused:
             self._sourcePaused = True
@@ -97,16 +106,16 @@ class ReadingValve:
             return
         self._holds.discard(cause)
         while self._held and not self._holds:
-            data = self._held.pop(0)
-            self._heldBytes -= len(data)
-            self._deliver(data)
+            piece = self._held.popleft()
+            self._heldBytes -= len(piece)
+            self._deliver(bytes(piece))
         if not self._holds and self._sourcePaused:
             self._sourcePaused = False
             self._source.resumeProducing()
 
     def discard(self) -> None:
         """The source is gone: what it sent and was held goes nowhere."""
-        self._held = []
+        self._held.clear()
         self._heldBytes = 0
 
 
@@ -166,4 +175,4 @@ class SendBuffer:
         self._feeding.release(self)
 
 
-__all__ = ["ReadingValve", "SendBuffer", "HOLD_LIMIT"]
+__all__ = ["ReadingValve", "SendBuffer", "HOLD_LIMIT", "PIECE_SIZE"]

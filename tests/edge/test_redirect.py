@@ -86,3 +86,18 @@ def test_redirect_listener_answers_acme_challenges_from_the_webroot(tmp_path: Pa
     code, _, request = get(b"/secret?x")
     assert code == 308
     assert request.responseHeaders.getRawHeaders(b"location") == [b"https://app.example/secret?x"]
+
+
+def test_a_request_without_host_on_a_unix_socket_gets_400() -> None:
+    """An HTTP/1.0 request with no Host on a unix: redirect listener gets 400, not a traceback."""
+    from twisted.internet.address import UNIXAddress
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from stproxy.edge.redirect import RedirectToHTTPS
+
+    request = DummyRequest([b"page"])
+    request.uri = b"/page"
+    request.getHost = lambda: UNIXAddress(b"/run/stproxy-redirect.sock")  # type: ignore[method-assign]
+    RedirectToHTTPS(lambda: 443).render(request)
+    assert request.responseCode == 400
+    assert b"not a host name" in b"".join(request.written)

@@ -6,7 +6,8 @@ L{SendBuffer} holds while its transport is full.
 
 from __future__ import annotations
 
-from stproxy.websocket.valve import ReadingValve, SendBuffer
+from stproxy.websocket.valve import PIECE_SIZE as PIECE
+from stproxy.websocket.valve import HOLD_LIMIT, ReadingValve, SendBuffer
 
 #: Two causes of a hold, as a full transport would be.
 FULL, OTHER = object(), object()
@@ -64,7 +65,7 @@ def test_releasing_delivers_what_was_held_in_order_then_reads_again() -> None:
     v.received(b"cd")
     v.release(FULL)
     v.release(FULL)
-    assert delivered == [b"ab", b"cd"] and v.heldBytes == 0
+    assert b"".join(delivered) == b"abcd" and v.heldBytes == 0
     assert source.calls == ["pause", "resume"] and not v.paused
     v.received(b"e")
     assert delivered[-1] == b"e"
@@ -86,15 +87,27 @@ def test_a_valve_held_again_while_delivering_keeps_the_rest() -> None:
     """If what is delivered fills the other leg again, the rest stays held and the source paused."""
     source, delivered = Source(), []
     v = ReadingValve(source, lambda data: (delivered.append(data), v.hold(FULL)), 1)
+    a, b = b"a" * PIECE, b"b" * PIECE  # whole pieces: held apart, delivered apart
     v.hold(FULL)
-    v.received(b"a")
-    v.received(b"b")
+    v.received(a)
+    v.received(b)
     v.release(FULL)
-    assert delivered == [b"a"] and v.paused and v.heldBytes == 1
+    assert delivered == [a] and v.paused and v.heldBytes == PIECE
     assert source.calls == ["pause"]
     v.release(FULL)
-    assert delivered == [b"a", b"b"] and v.paused
+    assert delivered == [a, b] and v.paused
     assert source.calls == ["pause"]
+
+
+def test_many_small_reads_are_held_as_a_few_pieces() -> None:
+    """A peer sending one byte per read is held in a few pieces, delivered in order in a few calls."""
+    v, source, delivered = valve(limit=HOLD_LIMIT)
+    v.hold(FULL)
+    for i in range(HOLD_LIMIT):
+        v.received(bytes([i % 251]))
+    v.release(FULL)
+    assert len(delivered) <= HOLD_LIMIT // PIECE + 1
+    assert b"".join(delivered) == bytes(i % 251 for i in range(HOLD_LIMIT))
 
 
 def test_discard_drops_what_was_held() -> None:
