@@ -10,7 +10,8 @@ listener together (the admin listener apart) are counted, from accept to
 close, and a connection past the cap gets a short C{503} with
 C{Connection: close} instead, is counted in
 C{stproxy_connections_refused_total} and logged once per burst (then a
-summary every L{LOG_INTERVAL} seconds), not once per connection.  The cap
+summary every L{LOG_INTERVAL} seconds), not once per connection; past
+L{MAX_REFUSING} refusals at once, it is closed without a word.  The cap
 itself comes from the descriptor limit (L{stproxy.edge.descriptors}).
 
 The count sits right above the socket, below TLS: it counts connections
@@ -41,17 +42,28 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from stproxy.edge.descriptors import RESERVED
+from stproxy.http.linger import Linger
 from stproxy.ops.logs import loggerFor
 from stproxy.ops.metrics import Metrics
 
 #: Seconds between the log lines of a burst of refusals.
 LOG_INTERVAL = 10.0
 
-#: A refused connection is closed after this many seconds, or sooner once
+#: A refused connection is aborted after this many seconds, or sooner once
 #: the client closes it, or has sent this many bytes (its request, read and
 #: thrown away so that the close is no reset that could overtake the 503).
+#: Aborted, not closed: over TLS the 503 waits in the TLS layer for a
+#: handshake the client may never finish, and a close would wait with it.
 REFUSAL_SECONDS = 2.0
 REFUSAL_BYTES = 64 * 1024
+
+#: At most this many refused connections are answered at once; past it a
+#: connection is closed as soon as accepted, without a word.  Each answered
+#: one holds a descriptor (and a TLS one its memory) for up to
+#: L{REFUSAL_SECONDS}, beyond the cap, against the L{RESERVED} descriptors
+#: kept apart for everything else.
+MAX_REFUSING = RESERVED // 2
 
 _BODY = b"The proxy is at its connection limit; try again shortly.\n"
 
@@ -70,6 +82,7 @@ class ConnectionLimit:
     The open client connections of every public listener, against one cap.
 
     @ivar open: the connections counted now.
+    @ivar refusing: the refused connections still being answered (not counted in C{open}).
     """
 
     def __init__(
@@ -81,6 +94,7 @@ class ConnectionLimit:
     ) -> None:
         self.maximum = maximum
         self.open = 0
+        self.refusing = 0
         self.reactor = reactor
         self._metrics = metrics
         self._log = loggerFor(self, logObserver)
@@ -88,6 +102,17 @@ class ConnectionLimit:
         self._burst = 0  # since the burst began
         self._report: IDelayedCall | None = None
         metrics.connectionLimit.set(maximum)
+
+    def resize(self, maximum: int) -> None:
+        """Enforce C{maximum} from now on (once the descriptor limit is known to hold it)."""
+        self.maximum = maximum
+        self._metrics.connectionLimit.set(maximum)
+
+    def stop(self) -> None:
+        """The listeners are stopped: no summary of refusals is due any more."""
+        if self._report is not None and self._report.active():
+            self._report.cancel()
+        self._report = None
 
     @property
     def full(self) -> bool:
@@ -160,7 +185,7 @@ class LimitedEndpoint:
         self._tls = tls
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        refusal: IProtocolFactory = Factory.forProtocol(lambda: _Refusal(self._limit.reactor))
+        refusal: IProtocolFactory = Factory.forProtocol(lambda: _Refusal(self._limit))
         if self._tls is not None:
             protocolFactory = TLSMemoryBIOFactory(self._tls, False, protocolFactory)
             refusal = TLSMemoryBIOFactory(self._tls, False, refusal)
@@ -208,6 +233,8 @@ class _CountingFactory(WrappingFactory[_Counted]):
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:  # type: ignore[override]
         if self.limit.full:
             self.limit.refused()
+            if self.limit.refusing >= MAX_REFUSING:
+                return None  # the listening port closes the socket at once
             return self._refusal.buildProtocol(addr)
         protocol = self.wrappedFactory.buildProtocol(addr)
         return None if protocol is None else _Counted(self, protocol)
@@ -230,40 +257,49 @@ def _logPrefix(wrapped: object) -> str:
 
 
 class _Refusal(Protocol):
-    """A connection past the cap: the 503, then closed (see L{REFUSAL_SECONDS})."""
+    """
+    A connection past the cap: the 503, then what the client sends is read
+    and thrown away (L{Linger}) until it closes, or until L{REFUSAL_BYTES}
+    or L{REFUSAL_SECONDS}, when it is aborted.  Counted in
+    L{ConnectionLimit.refusing} meanwhile.
+    """
 
-    def __init__(self, reactor: IReactorTime) -> None:
-        self._reactor = reactor
-        self._received = 0
-        self._timer: IDelayedCall | None = None
+    def __init__(self, limit: ConnectionLimit) -> None:
+        self._limit = limit
+        self._linger = Linger(limit.reactor, self._abort, REFUSAL_BYTES, REFUSAL_SECONDS)
+        self._counted = False
 
     def connectionMade(self) -> None:
         assert self.transport is not None
+        self._counted = True
+        self._limit.refusing += 1
         self.transport.write(REFUSAL)
         loseWriteConnection = getattr(self.transport, "loseWriteConnection", None)
         # A FIN ends the answer for a client reading to the end; not over TLS,
         # where it would come without a close_notify.
         if loseWriteConnection is not None and not ISSLTransport.providedBy(self.transport):
             loseWriteConnection()
-        self._timer = self._reactor.callLater(REFUSAL_SECONDS, self._close)
+        self._linger.start()
 
     def dataReceived(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._received >= REFUSAL_BYTES:
-            self._close()
+        self._linger.discard(len(data))
 
-    def _close(self) -> None:
-        self._cancel()
+    def _abort(self) -> None:
         if self.transport is not None:
-            self.transport.loseConnection()
-
-    def _cancel(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+            getattr(self.transport, "abortConnection", self.transport.loseConnection)()
 
     def connectionLost(self, reason: object = None) -> None:
-        self._cancel()
+        if self._counted:
+            self._counted = False
+            self._limit.refusing -= 1
+        self._linger.stop()
 
 
-__all__ = ["ConnectionLimit", "LimitedEndpoint", "LOG_INTERVAL", "REFUSAL", "REFUSAL_SECONDS"]
+__all__ = [
+    "ConnectionLimit",
+    "LimitedEndpoint",
+    "LOG_INTERVAL",
+    "MAX_REFUSING",
+    "REFUSAL",
+    "REFUSAL_SECONDS",
+]

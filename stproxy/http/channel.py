@@ -90,12 +90,14 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
             self.site.drain.connectionOpened(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.timer.stop()
         if self._linger is not None:
             self._linger.stop()
         if self.site.drain is not None:
             self.site.drain.connectionClosed(self)
-        super().connectionLost(reason)
+        try:
+            super().connectionLost(reason)
+        finally:  # last: what the requests do on their way out may close the channel
+            self.timer.stop()
 
     def dataReceived(self, data: bytes) -> None:
         if self._linger is not None:
@@ -178,7 +180,7 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
     def requestDone(self, request: Request) -> None:
         """Wait for the next request, whose bytes may have arrived already (then replayed)."""
         self._requestLine = _UNKNOWN_LINE
-        if self._linger is None:  # else closing within the lingering's bounds
+        if self._linger is None:  # else closing within the lingering's bounds, then aborted
             self.timer.requestDone() if self.persistent else self.timer.closing()
         super().requestDone(request)
 
@@ -223,7 +225,7 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
             return  # answered already
         self._linger = Linger(self.site.reactor, self.loseConnection, expected)
         self.persistent = False
-        self.timer.stop()  # the lingering has bounds of its own
+        self.timer.stop()  # the lingering has bounds of its own, and its close an abort
         request = self._currentRequest()
         # Answered: twisted.web must not invite the body with a 100 Continue.
         request.requestHeaders.removeHeader(b"expect")
@@ -261,9 +263,18 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
         return request
 
     def loseConnection(self) -> None:
+        """
+        Close, once any lingering is over, and abort if the close does not
+        end in time (L{RequestTimer.closed}): every close comes through
+        here (idle, refused, an exchange cut short), and over TLS a close
+        waits for the client's C{close_notify}, which a silent client never
+        sends.
+        """
         if self._linger is not None and not self._linger.done:
             self._linger.start()  # closes when the client is done sending
             return
+        if self.transport is not None:  # else handed over (a WebSocket): not ours to abort
+            self.timer.closed()
         super().loseConnection()
 
 

@@ -11,7 +11,8 @@ transport can half-close (L{stproxy.http.channel}), and what the client
 still sends is read and thrown away until it closes the connection itself
 (it has read the answer), until the body it declared has all arrived, or
 until a bound in bytes or in time is reached; only then is the connection
-closed.
+closed, and aborted if that close does not end in time (a TLS client that
+never sends its C{close_notify}: L{stproxy.http.timeouts}).
 The bounds keep a client from holding the connection (or the bandwidth) for
 longer than it takes to finish an honest upload's last few megabytes.
 """
@@ -38,15 +39,22 @@ class Linger:
     """
 
     def __init__(
-        self, reactor: IReactorTime, close: Callable[[], None], expected: int | None = None
+        self,
+        reactor: IReactorTime,
+        close: Callable[[], None],
+        expected: int | None = None,
+        seconds: float = LINGER_SECONDS,
     ) -> None:
         """
         @param close: closes the connection (once, when the lingering ends).
         @param expected: how many more bytes the client declared it would
             send (the rest of a C{Content-Length} body), if known.
+        @param seconds: the bound in time (the connection cap's refusals
+            have a shorter one).
         """
         self._reactor = reactor
         self._close = close
+        self._seconds = seconds
         self.remaining = LINGER_BYTES if expected is None else min(expected, LINGER_BYTES)
         self.done = False
         self._started = False
@@ -60,7 +68,7 @@ class Linger:
         if self.remaining <= 0:
             self._finish()
         else:
-            self._timer = self._reactor.callLater(LINGER_SECONDS, self._finish)
+            self._timer = self._reactor.callLater(self._seconds, self._finish)
 
     def discard(self, size: int) -> None:
         """C{size} more bytes arrived, and were thrown away."""

@@ -31,14 +31,17 @@ what the connection is doing:
   - a request being answered, a connection handed to the WebSocket relay,
     a refused one lingering: no timer here.  The upstream exchange has its
     own (C{--upstream-timeout}), WebSockets their pings, lingering its
-    bounds.
+    bounds in bytes and time, which end in a close.
 
-After an idle close, a client that does not read what it was last sent is
-aborted L{ABORT_TIMEOUT} seconds later, as twisted.web does.  A connection
-closing after its response (C{Connection: close}, HTTP/1.0) gets
-C{idleTimeout} for the client to read the end of it, then is aborted:
-twisted.web sets no timer there, and a client reading nothing held it for
-ever.
+A close is not the end of a connection: TCP's waits for the client to read
+what is left to send, and TLS's also waits for the client's C{close_notify},
+which a silent client never sends.  So every close the channel makes (an
+idle one, the end of a lingering, an exchange cut short) is aborted if the
+connection is not gone L{ABORT_TIMEOUT} seconds later (L{closed}), as
+twisted.web's C{abortTimeout} does for its own.  A connection closing after
+its response (C{Connection: close}, HTTP/1.0) gets C{idleTimeout} instead,
+for the client to read the end of it: twisted.web sets no timer there, and
+a client reading nothing held it for ever.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class RequestTimer:
     ) -> None:
         """
         @param close: closes the connection without a word (idle).
-        @param abort: drops it (an idle close that did not end in time).
+        @param abort: drops it (a close that did not end in time).
         @param timedOut: answers the request being read with a 408 and the
             reason, and closes the connection.
         """
@@ -102,6 +105,14 @@ class RequestTimer:
     def closing(self) -> None:
         """A response is complete and the connection closing: the client has C{idleTimeout} to read it."""
         self._schedule(CLOSING, self._limits.idleTimeout, self._abort)
+
+    def closed(self) -> None:
+        """
+        The connection is being closed: abort it unless gone within
+        L{ABORT_TIMEOUT}, or within the deadline L{closing} already set.
+        """
+        if self.phase != CLOSING:
+            self._schedule(CLOSING, ABORT_TIMEOUT, self._abort)
 
     def received(self, size: int) -> None:
         """C{size} bytes arrived from the client."""

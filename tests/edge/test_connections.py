@@ -13,7 +13,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from site_connection import Connection, Server, listenedFactory, parse
 from stproxy.config import ClientLimits, WebSocketSettings
-from stproxy.edge.connections import LOG_INTERVAL, REFUSAL, REFUSAL_SECONDS, ConnectionLimit
+from stproxy.edge.connections import LOG_INTERVAL, MAX_REFUSING, REFUSAL, REFUSAL_SECONDS, ConnectionLimit
 from stproxy.ops.metrics import Metrics
 from stproxy.testing import FakeBrowserFactory, FakeStreamlitFactory, MemoryNetwork, memoryRelay
 from stproxy.testing.websocket import BROWSER, PROXY
@@ -113,6 +113,27 @@ def test_over_tls_the_refusal_ends_without_a_half_close() -> None:
     assert client.output() == REFUSAL and not client.transport.writeClosed
 
 
+def test_a_refused_tls_client_that_never_reads_is_aborted() -> None:
+    """A refused client whose TLS close could wait for ever is aborted after 2 s, not closed."""
+    server = capped(1)
+    server.connect(secure=True)
+    client = server.connect(secure=True)
+    server.clock.advance(REFUSAL_SECONDS)
+    assert client.transport.disconnected  # StringTransport.abortConnection's mark
+
+
+def test_refusals_in_flight_are_bounded() -> None:
+    """Past MAX_REFUSING refusals being answered, a new connection is closed at once without a word."""
+    server = capped(1)
+    server.connect()
+    answering = [server.connect() for _ in range(MAX_REFUSING)]
+    assert all(client.output() == REFUSAL for client in answering)
+    assert server.listener.buildProtocol(None) is None  # the port closes it: no descriptor held
+    assert refused(server) == MAX_REFUSING + 1
+    lose(answering[0])
+    assert server.connect().output() == REFUSAL
+
+
 def test_one_count_for_every_listener_sharing_the_limit() -> None:
     """Two listeners counting in the same limit (two --listen, or the redirect one) share one count."""
     server, other = capped(2), Server()
@@ -128,7 +149,7 @@ def test_refusals_are_logged_once_per_burst() -> None:
     server = capped(1)
     server.connect()
     for _ in range(100):
-        server.connect()
+        lose(server.connect())
     warnings = [e for e in server.events if "maximum" in e]
     assert len(warnings) == 1 and warnings[0]["maximum"] == 1
     server.clock.advance(LOG_INTERVAL)

@@ -9,9 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test.iosim import FakeTransport, connect
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
+from pki import PKI, files_for
 from site_connection import Server, parse
+from stproxy.edge.certificates import ServerCertificate
 from stproxy.http.linger import LINGER_SECONDS
+from stproxy.http.site import ProxySite
+from stproxy.http.timeouts import ABORT_TIMEOUT
 
 #: The Cookie st.login sends once its identity cookie is split into chunks.
 BIG_COOKIE = b"Cookie: " + b"; ".join(b"_streamlit_user_%d=%s" % (i, b"x" * 4000) for i in range(5))
@@ -250,3 +261,46 @@ def test_a_kept_alive_connection_stays_open() -> None:
     client.send(request(target=b"/second"))
     assert [a.status for a in parse(client.output())] == [200, 200]
     assert not client.closed
+
+
+def test_a_refused_tls_client_that_goes_silent_is_aborted(pki: PKI) -> None:
+    """A TLS client refused with 431 that never sends its close_notify is aborted, not held for ever."""
+    clock = MemoryReactorClock()
+    site = ProxySite(Resource(), clock, maxHeaderSize=1024)
+    certificate = ServerCertificate(files_for(pki.server))
+    server = TLSMemoryBIOFactory(certificate, False, site, clock=clock).buildProtocol(None)
+    client = TLSMemoryBIOFactory(CertificateOptions(verify=False), True, Factory.forProtocol(_Reader), clock=clock)
+    browser = client.buildProtocol(None)
+    serverTransport = FakeTransport(server, isServer=True)
+    pump = connect(server, serverTransport, browser, FakeTransport(browser, isServer=False), greet=False)
+    browser.write(request(b"X: " + b"y" * 2000))
+    for _ in range(3):  # the handshake, then the request, then the 431
+        clock.advance(0)
+        pump.flush()
+    assert parse(browser.wrappedProtocol.received)[0].status == 431
+    clock.advance(LINGER_SECONDS)  # the lingering ends in a close the client never completes
+    assert server.disconnecting and not serverTransport.disconnecting
+    clock.advance(ABORT_TIMEOUT)
+    assert serverTransport.disconnecting  # aborted: FakeTransport.abortConnection only sets this
+
+
+def test_a_response_cut_off_by_the_exchange_is_aborted_if_the_close_does_not_end() -> None:
+    """A connection the exchange closes mid-response is aborted if the client does not let it go."""
+    server = Server()
+    server.http.render = lambda request: server.http.requests.append(request) or NOT_DONE_YET  # type: ignore[method-assign]
+    client = server.connect()
+    client.send(request())
+    [answered] = server.http.requests
+    answered.channel.loseConnection()  # what the exchange does when the upstream's response breaks
+    assert client.closed and not client.transport.disconnected
+    server.clock.advance(ABORT_TIMEOUT)
+    assert client.transport.disconnected
+
+
+class _Reader(Protocol):
+    """A TLS client that keeps what it reads, and never closes."""
+
+    received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
