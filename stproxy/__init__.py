@@ -14,7 +14,8 @@ How a request flows::
                      |                                    |           websocket/relay, websocket/sessions
                      |                                    `--> Streamlit /_stcore/stream
                      `-- anything else -------> ReverseProxyResource  http/forward, http/exchange
-                              --Agent on a persistent pool-->         upstream/client (upstream/tls)
+                              --Agent on a persistent pool-->         upstream/client (upstream/tls,
+                                to an address looked up on a timer    upstream/resolution)
                               Streamlit
 
 How a proxy comes to be::

@@ -10,6 +10,7 @@ tree it returns.
 The tree::
 
     ProxyService                       stproxy.service
+      descriptors   DescriptorLimit    raises the descriptor limit, first
       upstream      UpstreamService    the connection pool, closed last
       listener-N    one per --listen   serving the ProxySite
       health        HealthPoller       only with --admin
@@ -20,7 +21,7 @@ The tree::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString
@@ -30,7 +31,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from stproxy.config import Config
 from stproxy.edge.certificates import ServerCertificate
 from stproxy.edge.connections import ConnectionLimit, LimitedEndpoint
-from stproxy.edge.descriptors import maxConnections
+from stproxy.edge.descriptors import DescriptorLimit, plannedConnections
 from stproxy.edge.endpoints import listenerEndpoint
 from stproxy.edge.listeners import AnnouncedEndpoint, listeningService
 from stproxy.edge.redirect import RedirectToHTTPS
@@ -52,7 +53,12 @@ if TYPE_CHECKING:
     from stproxy.reactor import ProxyReactor
 
 
-def assemble(config: Config, reactor: ProxyReactor, ownsProcess: bool = False) -> ProxyService:
+def assemble(
+    config: Config,
+    reactor: ProxyReactor,
+    ownsProcess: bool = False,
+    raiseSoftLimit: Callable[[int, int], None] | None = None,
+) -> ProxyService:
     """
     Build the whole proxy: listeners, upstream pool, WebSocket relay,
     operations, the TLS edge, logging; ready to start under any Twisted
@@ -60,6 +66,8 @@ def assemble(config: Config, reactor: ProxyReactor, ownsProcess: bool = False) -
 
     @param reactor: the reactor everything runs on.
     @param ownsProcess: see L{ProxyService.ownsProcess}.
+    @param raiseSoftLimit: sets the soft descriptor limit, on start
+        (L{DescriptorLimit}); C{setrlimit} by default.
     @raise stproxy.edge.certificates.CertificateError: if a certificate
         file can no longer be loaded.
     """
@@ -70,6 +78,7 @@ def assemble(config: Config, reactor: ProxyReactor, ownsProcess: bool = False) -
         config.upstream,
         config.timeouts,
         tlsPolicy=_upstreamPolicy(config, log),
+        logObserver=log,
     )
     relay = webSocketResource(upstream, config.websocket, config.trusted, log, metrics)
     site = buildSite(
@@ -87,9 +96,9 @@ def assemble(config: Config, reactor: ProxyReactor, ownsProcess: bool = False) -
     events = Logger("stproxy.access", None, log) if config.logging.format == "json" else None
     site.instrument(drain, Accounting(reactor, metrics, events))
     # One count for every public listener, the redirect one included; not the admin one.
-    connections = ConnectionLimit(
-        maxConnections(config.clients.maxConnections, log), reactor, metrics, log
-    )
+    # Its cap is final once the descriptor limit is raised, on start.
+    requested = config.clients.maxConnections
+    connections = ConnectionLimit(plannedConnections(requested), reactor, metrics, log)
     certificates = {
         description: ServerCertificate(files) for description, files in config.tls.listeners.items()
     }
@@ -108,7 +117,9 @@ def assemble(config: Config, reactor: ProxyReactor, ownsProcess: bool = False) -
         config.operations.shutdownTimeout,
         log,
         ownsProcess,
+        connections,
     )
+    DescriptorLimit(requested, connections.resize, log, raiseSoftLimit).setServiceParent(service)
     UpstreamService(upstream).setServiceParent(service)
     for number, endpoint in enumerate(endpoints):
         name = f"{PUBLIC_LISTENER_PREFIX}{number}"

@@ -34,6 +34,7 @@ from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 
 from stproxy._twisted import forgetExitSignal
+from stproxy.edge.connections import ConnectionLimit
 from stproxy.edge.listeners import AnnouncedEndpoint
 from stproxy.ops.drain import Drain
 from stproxy.ops.health import HealthPoller
@@ -48,12 +49,19 @@ REDIRECT_LISTENER = "redirect-http"
 
 
 class UpstreamService(Service):
-    """Owns the upstream's connection pool: closes it when the proxy stops."""
+    """
+    Owns the upstream's connection pool and its address lookups: looks the
+    upstream up when the proxy starts, closes the pool when it stops.
+    """
 
     name = "upstream"
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
+
+    def startService(self) -> None:
+        super().startService()
+        self.upstream.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -89,12 +97,15 @@ class ProxyService(MultiService):
         shutdownTimeout: float = 30.0,
         logObserver: ILogObserver | None = None,
         ownsProcess: bool = False,
+        connections: ConnectionLimit | None = None,
     ) -> None:
         """
         @param drain: the tracker of the public site's HTTP requests.
         @param webSocket: the relay whose WebSockets are closed on stop.
         @param endpoints: the public listeners' endpoints (for L{ports}).
         @param shutdownTimeout: seconds HTTP requests in flight get to finish.
+        @param connections: the public listeners' connection cap, whose
+            report of refusals stops with them.
         """
         super().__init__()
         self._reactor = reactor
@@ -105,6 +116,7 @@ class ProxyService(MultiService):
         self.endpoints = endpoints
         self.shutdownTimeout = shutdownTimeout
         self.ownsProcess = ownsProcess
+        self.connections = connections
         self.health: HealthPoller | None = None
         self._stopped: Deferred[None] | None = None
         self._begun: list[IService] = []
@@ -183,6 +195,8 @@ class ProxyService(MultiService):
         )
         public = [s for s in self.services if _isPublic(s.name)]
         clean &= await self._steps([(f"stopping {s.name}", s.stopService) for s in public])
+        if self.connections is not None:  # nothing is refused any more: no report is due
+            clean &= await self._steps([("stopping the refusal reports", self.connections.stop)])
         timeout = self.shutdownTimeout
         clean &= await self._steps(
             [

@@ -16,9 +16,11 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 
+from fake_resolver import FakeResolver
 from option_parsing import parse
-from stproxy.service import ProxyService
+from stproxy.service import ProxyService, UpstreamService
 from stproxy.tap import makeService
+from stproxy.upstream.address import UpstreamAddress
 from stproxy.upstream.client import Upstream
 
 #: The port the tests' reactor refuses to listen on, as if another program had it.
@@ -225,3 +227,31 @@ def test_a_clean_stop_of_a_process_owner_exits_0(closes: list[str], process: lis
     assert d.called and d.result is None
     assert not [e for e in events if "log_failure" in e]
     assert process == ["exitOnNextSignal", "forgetExitSignal"]
+
+
+def test_no_report_of_refusals_outlives_the_stop(closes: list[str]) -> None:
+    """Once stopped, the proxy never logs "Below the connection limit again" (or anything) about refusals later."""
+    reactor = MemoryReactorClock()
+    service = proxy(reactor, "--listen", "tcp:8123")
+    service.startService()
+    assert service.connections is not None
+    service.connections.refused()  # a burst begins: its report is due in 10 s
+    stopped = service.stopService()
+    reactor.advance(0)
+    assert stopped.called
+    reports = [c for c in reactor.getDelayedCalls() if getattr(c.func, "__self__", None) is service.connections]
+    assert reports == []
+
+
+def test_the_upstream_service_looks_the_name_up_while_it_runs() -> None:
+    """Started, the upstream service looks the upstream's name up at once and on a timer; stopped, the timer is gone."""
+    clock = MemoryReactorClock()
+    resolver = FakeResolver()
+    service = UpstreamService(Upstream(clock, UpstreamAddress("http", "app.internal", 8501), resolver=resolver))
+    service.startService()
+    resolver.answer("10.0.0.7")
+    assert clock.getDelayedCalls()
+    service.stopService()
+    assert not clock.getDelayedCalls()
+    clock.advance(3600)
+    assert resolver.lookups == []

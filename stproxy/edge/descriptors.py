@@ -5,12 +5,14 @@ needs (L{stproxy.edge.connections} enforces the cap).
 
 Each client connection may hold one connection to Streamlit at a time
 (twisted.web answers a connection's requests one after another; a relayed
-WebSocket has one upstream leg), so two descriptors each, plus L{RESERVED}
-for the listeners, the pool's idle upstream connections, the health check,
-the log files and the reactor's own.  The default cap is therefore
-C{(ulimit -n - 64) / 2}: 480 under the 1,024 a service gets by default,
-32,736 under C{LimitNOFILE=65536}.  The same sum bounds the connections to
-Streamlit: at most the cap, plus the pool's idle ones.
+WebSocket has one upstream leg), so two descriptors each, plus L{RESERVED}:
+the pool's idle upstream connections (a burst of HTTP requests leaves them
+for 4 s, while the same clients may already hold WebSocket legs), and 64 for
+the listeners, the health check, the log files and the reactor's own.  The
+default cap is therefore C{(ulimit -n - 192) / 2}: 416 under the 1,024 a
+service gets by default, 32,672 under C{LimitNOFILE=65536}.  The same sum
+bounds the connections to Streamlit: at most the cap, plus the pool's idle
+ones.
 
 An explicit C{--max-connections} that needs more than the soft limit raises
 it, up to the hard limit, as HAProxy does for its C{maxconn} (containers
@@ -19,6 +21,10 @@ set it from the manifest); a cap the hard limit cannot hold, or one the
 limit cannot be raised for (a seccomp filter forbidding C{setrlimit}), is
 lowered to what fits, with a warning naming both numbers, rather than
 left to fail with "too many open files" under load.
+
+The limit is raised when the proxy starts (L{DescriptorLimit}, the first
+service to start), not when it is assembled: assembling a proxy in a test,
+or constructing L{stproxy.api.StreamlitProxy}, must not change the process.
 """
 
 from __future__ import annotations
@@ -26,10 +32,14 @@ from __future__ import annotations
 import resource
 from typing import Callable
 
+from twisted.application.service import Service
 from twisted.logger import ILogObserver, Logger
 
-#: Descriptors kept apart from the client connections and their upstream ones.
-RESERVED = 64
+#: Descriptors kept apart from the client connections and their upstream
+#: ones: the pool's 128 idle connections
+#: (L{stproxy.upstream.client.POOLED_IDLE_CONNECTIONS}; a test keeps the two
+#: together), and 64 for everything else.
+RESERVED = 128 + 64
 
 #: What the cap is sized from when the descriptor limit is "unlimited":
 #: Linux's own ceiling (C{fs.nr_open}'s default).
@@ -54,6 +64,17 @@ def descriptorLimits() -> tuple[int, int]:
 
 def _finite(limit: int) -> int:
     return UNLIMITED_DESCRIPTORS if limit == resource.RLIM_INFINITY else limit
+
+
+def plannedConnections(requested: int | None, limits: tuple[int, int] | None = None) -> int:
+    """
+    The cap L{maxConnections} will give if the soft limit can be raised as
+    far as the hard one allows, without raising it or logging anything.
+    """
+    soft, hard = descriptorLimits() if limits is None else limits
+    if requested is None:
+        return connectionsFor(soft)
+    return min(requested, connectionsFor(max(soft, min(descriptorsFor(requested), hard))))
 
 
 def maxConnections(
@@ -107,11 +128,57 @@ def _setSoftLimit(soft: int, hard: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+class DescriptorLimit(Service):
+    """
+    Raises the soft descriptor limit for C{--max-connections} when the
+    proxy starts, before any listener binds, and gives the connection cap
+    what the limit then holds (L{maxConnections}).  Whichever start comes
+    first does it: twistd calls C{privilegedStartService}, an embedder may
+    call only C{startService}.
+    """
+
+    name = "descriptors"
+
+    def __init__(
+        self,
+        requested: int | None,
+        resize: Callable[[int], None],
+        logObserver: ILogObserver | None = None,
+        raiseSoftLimit: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """
+        @param resize: gives the cap its final value
+            (L{stproxy.edge.connections.ConnectionLimit.resize}).
+        @param raiseSoftLimit: sets the soft limit, given it and the hard one.
+        """
+        self._requested = requested
+        self._resize = resize
+        self._logObserver = logObserver
+        self._raiseSoftLimit = raiseSoftLimit
+        self._done = False
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._apply()
+
+    def startService(self) -> None:
+        super().startService()
+        self._apply()
+
+    def _apply(self) -> None:
+        if not self._done:
+            self._done = True
+            cap = maxConnections(self._requested, self._logObserver, None, self._raiseSoftLimit)
+            self._resize(cap)
+
+
 __all__ = [
+    "DescriptorLimit",
     "RESERVED",
     "UNLIMITED_DESCRIPTORS",
     "connectionsFor",
     "descriptorLimits",
     "descriptorsFor",
     "maxConnections",
+    "plannedConnections",
 ]

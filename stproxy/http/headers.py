@@ -85,7 +85,13 @@ def withoutHopByHop(headers: Headers, extra: Iterable[bytes] = ()) -> Headers:
 
     Repeated fields keep every value, in order.
     """
-    drop = HOP_BY_HOP | connectionListed(headers) | {name.lower() for name in extra}
+    return _without(headers, HOP_BY_HOP | {name.lower() for name in extra})
+
+
+def _without(headers: Headers, drop: frozenset[bytes]) -> Headers:
+    """L{withoutHopByHop} for a precomputed C{drop}: the one copy a message's headers get."""
+    if headers.hasHeader(b"connection"):
+        drop = drop | connectionListed(headers)
     result = Headers()
     for name, values in headers.getAllRawHeaders():
         lower = name.lower()
@@ -110,6 +116,10 @@ class Peer:
     secure: bool
 
 
+#: How many peer addresses L{TrustedProxies} remembers the answer for.
+_REMEMBERED_PEERS = 4096
+
+
 class TrustedProxies:
     """
     The networks whose own C{X-Forwarded-*}/C{Forwarded}/C{X-Real-IP}
@@ -126,15 +136,29 @@ class TrustedProxies:
         @raise ValueError: for anything else.
         """
         self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self._known: dict[str, bool] = {}
 
     def __contains__(self, address: object) -> bool:
-        if not isinstance(address, str):
+        """
+        Asked per request, of the few addresses peers have: answers are kept
+        (parsing each time cost more than the forwarding headers), up to
+        L{_REMEMBERED_PEERS}, then all forgotten: a flood costs parses, not memory.
+        """
+        if not self._networks or not isinstance(address, str):
             return False
+        known = self._known.get(address)
+        if known is None:
+            known = self._inside(address)
+            if len(self._known) >= _REMEMBERED_PEERS:
+                self._known.clear()
+            self._known[address] = known
+        return known
+
+    def _inside(self, address: str) -> bool:
         try:
-            ip = ipaddress.ip_address(address)
+            return any(ipaddress.ip_address(address) in n for n in self._networks)
         except ValueError:
             return False
-        return any(ip in network for network in self._networks)
 
     def __bool__(self) -> bool:
         return bool(self._networks)
@@ -180,6 +204,22 @@ def forwardingHeaders(headers: Headers, peer: Peer, trusted: TrustedProxies) -> 
     cannot choose the address, scheme or identity Streamlit sees.
     """
     result = headers.copy()
+    isTrusted = peer.address in trusted
+    if not isTrusted:
+        for name in _SET_FOR_UNTRUSTED:
+            result.removeHeader(name)
+    _recordHop(result, peer, isTrusted)
+    return result
+
+
+#: What a request from an untrusted peer loses before this hop is recorded:
+#: what it may not assert, and the forwarding fields stproxy sets itself.
+_SET_FOR_UNTRUSTED = ASSERTED_BY_PROXIES | {b"x-forwarded-for", b"forwarded", b"x-real-ip"}
+_SET_FOR_UNTRUSTED |= {b"x-forwarded-proto", b"x-forwarded-host"}
+
+
+def _recordHop(headers: Headers, peer: Peer, isTrusted: bool) -> None:
+    """This hop added to C{headers}, in place; untrusted, they hold no L{_SET_FOR_UNTRUSTED}."""
     proto = b"https" if peer.secure else b"http"
     host = peer.host or b""
     node = peer.address.encode("ascii") if peer.address else b"unknown"
@@ -188,29 +228,24 @@ def forwardingHeaders(headers: Headers, peer: Peer, trusted: TrustedProxies) -> 
         + ([b"host=" + _forwardedValue(host)] if host else [])
         + [b"proto=" + proto]
     )
-    if peer.address in trusted:
+    if isTrusted:
         chain = headers.getRawHeaders(b"x-forwarded-for", [])
-        result.setRawHeaders(b"x-forwarded-for", [b", ".join([*chain, node])])
+        headers.setRawHeaders(b"x-forwarded-for", [b", ".join([*chain, node])])
         forwarded = headers.getRawHeaders(b"forwarded", [])
-        result.setRawHeaders(b"forwarded", [b", ".join([*forwarded, element])])
+        headers.setRawHeaders(b"forwarded", [b", ".join([*forwarded, element])])
         if not headers.hasHeader(b"x-forwarded-proto"):
-            result.setRawHeaders(b"x-forwarded-proto", [proto])
+            headers.setRawHeaders(b"x-forwarded-proto", [proto])
         if host and not headers.hasHeader(b"x-forwarded-host"):
-            result.setRawHeaders(b"x-forwarded-host", [host])
+            headers.setRawHeaders(b"x-forwarded-host", [host])
         if not headers.hasHeader(b"x-real-ip"):
-            _setRealIP(result, peer.address)
-        return result
-    for name in ASSERTED_BY_PROXIES:
-        result.removeHeader(name)
-    result.setRawHeaders(b"x-forwarded-for", [node])
-    result.setRawHeaders(b"x-forwarded-proto", [proto])
-    result.setRawHeaders(b"forwarded", [element])
+            _setRealIP(headers, peer.address)
+        return
+    headers.setRawHeaders(b"x-forwarded-for", [node])
+    headers.setRawHeaders(b"x-forwarded-proto", [proto])
+    headers.setRawHeaders(b"forwarded", [element])
     if host:
-        result.setRawHeaders(b"x-forwarded-host", [host])
-    else:
-        result.removeHeader(b"x-forwarded-host")
-    _setRealIP(result, peer.address)
-    return result
+        headers.setRawHeaders(b"x-forwarded-host", [host])
+    _setRealIP(headers, peer.address)
 
 
 def _setRealIP(headers: Headers, address: str | None) -> None:
@@ -229,8 +264,21 @@ def requestHeadersForUpstream(headers: Headers, peer: Peer, trusted: TrustedProx
     The headers to send upstream for a client request: end-to-end fields
     unchanged (the client's C{Host}, cookies and repeats included), framing
     left to the HTTP client, and this hop recorded in the forwarding headers.
+
+    One copy, filtered as it is made: what the hop-by-hop rules and (from an
+    untrusted peer) the forwarding rules drop is never copied.
     """
-    return forwardingHeaders(withoutHopByHop(headers, FRAMING | CONSUMED_BY_PROXY), peer, trusted)
+    isTrusted = peer.address in trusted
+    result = _without(headers, _DROP_FROM_TRUSTED if isTrusted else _DROP_FROM_UNTRUSTED)
+    _recordHop(result, peer, isTrusted)
+    return result
+
+
+#: What never reaches the upstream from a request, by the peer it came
+#: from, and what never reaches the browser from a response.
+_DROP_FROM_TRUSTED = HOP_BY_HOP | FRAMING | CONSUMED_BY_PROXY
+_DROP_FROM_UNTRUSTED = _DROP_FROM_TRUSTED | _SET_FOR_UNTRUSTED
+_DROP_FROM_RESPONSE = HOP_BY_HOP | FRAMING
 
 
 def responseHeadersForClient(headers: Headers) -> Headers:
@@ -243,7 +291,7 @@ def responseHeadersForClient(headers: Headers) -> Headers:
     client keeps that header out of C{response.headers}, and stproxy's pool
     (L{stproxy._twisted.UpstreamConnectionPool}) puts it back for this.
     """
-    return withoutHopByHop(headers, FRAMING)
+    return _without(headers, _DROP_FROM_RESPONSE)
 
 
 __all__ = [

@@ -11,20 +11,36 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
+from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import (
+    IAgent,
+    IAgentEndpointFactory,
+    IBodyProducer,
+    IPolicyForHTTPS,
+    IResponse,
+)
+from zope.interface import implementer
 
 from stproxy._twisted import UpstreamConnectionPool
 from stproxy.config import Timeouts
 from stproxy.upstream.address import UpstreamAddress
+from stproxy.upstream.resolution import ResolvedEndpoint, UpstreamAddresses
 from stproxy.upstream.tls import handshakenTLSEndpoint
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
+    from twisted.internet.interfaces import (
+        IHostnameResolver,
+        IOpenSSLClientConnectionCreator,
+        IProtocol,
+        IProtocolFactory,
+        IPushProducer,
+    )
 
     from stproxy.reactor import TCPReactor
 
@@ -33,14 +49,25 @@ if TYPE_CHECKING:
 IDLE_CONNECTION_TIMEOUT = 4.0
 
 #: Idle connections to the upstream kept for the next request (Twisted's
-#: C{maxPersistentPerHost}; its default is 2, too few for a page loading its
-#: assets over six browser connections).  Not a cap on connections open at
+#: C{maxPersistentPerHost}; its default of 2 is too few even for one page
+#: loading its assets over six browser connections).  A request that finds no
+#: idle connection opens one, and one returned to a full pool is closed; so
+#: with 64 clients and 10 kept, 54 of every 64 requests paid a new TCP
+#: connection (and uvicorn an accept), which capped small GETs at half the
+#: rate reuse gives.  The pool only ever holds connections that served
+#: requests at once within the last L{IDLE_CONNECTION_TIMEOUT} seconds, so a
+#: larger bound costs nothing while traffic is light; what it bounds is what
+#: a burst leaves behind, each one a descriptor here and a connection in
+#: uvicorn for 4 s.  128 covers 20 browsers loading a page at once (nginx's
+#: documentation suggests C{keepalive 16}-C{32} per worker, Caddy keeps 32 per
+#: host, HAProxy all of them), and L{stproxy.edge.descriptors} keeps
+#: descriptors apart for all of them.  Not a cap on connections open at
 #: once: that bound comes from C{--max-connections}, since a client
 #: connection holds at most one upstream connection at a time (its HTTP
 #: requests are answered one after another; a WebSocket has one upstream
 #: leg), so there are never more than the cap, plus these, plus the health
 #: check's (L{stproxy.edge.descriptors}).
-POOLED_IDLE_CONNECTIONS = 10
+POOLED_IDLE_CONNECTIONS = 128
 
 #: The largest response head (status line and headers) read from the
 #: upstream, in bytes; past it the response fails and the client gets a 502.
@@ -62,8 +89,11 @@ class Upstream:
     """
     The upstream server together with the connections stproxy keeps to it.
 
-    It owns a persistent L{HTTPConnectionPool}; L{close} drops it, and the
-    service hierarchy calls that on shutdown.
+    It owns a persistent L{HTTPConnectionPool}, and the upstream's addresses
+    (L{stproxy.upstream.resolution}): both legs connect to an address looked
+    up in advance, never to the name.  L{start} begins the periodic lookups;
+    L{close} stops them and drops the pool, and the service hierarchy calls
+    both.
     """
 
     def __init__(
@@ -73,6 +103,8 @@ class Upstream:
         timeouts: Timeouts = Timeouts(),
         agent: IAgent | None = None,
         tlsPolicy: IPolicyForHTTPS | None = None,
+        resolver: IHostnameResolver | None = None,
+        logObserver: ILogObserver | None = None,
     ) -> None:
         """
         @param agent: the agent requests go through; by default an L{Agent}
@@ -80,23 +112,29 @@ class Upstream:
         @param tlsPolicy: how an C{https} upstream is verified, for both legs
             (L{stproxy.upstream.tls}); by default the platform's trust store
             and the host name, as a browser checks.
+        @param resolver: where the upstream's name is looked up; by default
+            the reactor's C{nameResolver} (C{getaddrinfo} in a thread).
         """
         self.reactor = reactor
         self.address = address
         self.timeouts = timeouts
         self.tlsPolicy = tlsPolicy if tlsPolicy is not None else BrowserLikePolicyForHTTPS()
+        if resolver is None:
+            resolver = getattr(reactor, "nameResolver", None)
+        self.addresses = UpstreamAddresses(
+            reactor, address.host, address.port, resolver, logObserver=logObserver
+        )
         self._pool = UpstreamConnectionPool(reactor, maxHeadSize=MAX_RESPONSE_HEAD)
         self._pool.maxPersistentPerHost = POOLED_IDLE_CONNECTIONS
         # Twisted infers int from its default (240); the pool passes it to callLater.
         self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT  # type: ignore[assignment]
         if agent is None:
-            agent = Agent(
-                reactor,
-                contextFactory=self.tlsPolicy,
-                connectTimeout=timeouts.connect,
-                pool=self._pool,
-            )
+            agent = Agent.usingEndpointFactory(reactor, _PoolEndpoints(self), pool=self._pool)
         self._agent = agent
+
+    def start(self) -> None:
+        """Look the upstream's name up now and then every so often (L{UpstreamAddresses.start})."""
+        self.addresses.start()
 
     def request(
         self,
@@ -148,19 +186,58 @@ class Upstream:
         WebSocket leg): over TLS, verified by the same policy as the HTTP leg,
         for an C{https} upstream.
         """
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            self.reactor, self.address.host, self.address.port, timeout=self.timeouts.connect
-        )
+        endpoint = self.tcpEndpoint()
         if self.address.isTLS:
-            host = self.address.host.encode("idna")
-            creator = self.tlsPolicy.creatorForNetloc(host, self.address.port)
-            endpoint = handshakenTLSEndpoint(creator, endpoint)
+            endpoint = handshakenTLSEndpoint(self.tlsCreator(), endpoint)
         return endpoint
 
+    def tcpEndpoint(self) -> IStreamClientEndpoint:
+        """A plain TCP endpoint to the upstream's looked-up address."""
+        return ResolvedEndpoint(self.reactor, self.addresses, self.timeouts.connect)
+
+    def tlsCreator(self) -> IOpenSSLClientConnectionCreator:
+        """
+        What checks an C{https} upstream: for the host I{name} (SNI, and the
+        certificate's names), though the connection goes to an address.
+        """
+        host = self.address.host.encode("idna")
+        creator: IOpenSSLClientConnectionCreator = self.tlsPolicy.creatorForNetloc(
+            host, self.address.port
+        )
+        return creator
+
     def close(self) -> Deferred[None]:
-        """Drop every idle pooled connection; fires when they are closed."""
+        """Stop the lookups and drop every idle pooled connection; fires when they are closed."""
+        self.addresses.stop()
         closed: Deferred[None] = self._pool.closeCachedConnections()
         return closed
+
+
+@implementer(IAgentEndpointFactory, IStreamClientEndpoint)
+class _PoolEndpoints:
+    """
+    How the pool's L{Agent} opens a connection: to the looked-up address,
+    over TLS for an C{https} upstream, as L{Agent}'s own factory would with
+    a L{HostnameEndpoint} (without the handshake wait of the WebSocket leg:
+    the HTTP client writes the request into the TLS layer at once).
+
+    The L{Agent} asks for an endpoint on every request, a pooled connection
+    or not, so this one endpoint serves them all and only C{connect} (a new
+    connection) does any work, the TLS policy's included.
+    """
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        return self
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        endpoint = self._upstream.tcpEndpoint()
+        if self._upstream.address.isTLS:
+            endpoint = wrapClientTLS(self._upstream.tlsCreator(), endpoint)
+        connected: Deferred[IProtocol] = endpoint.connect(protocolFactory)
+        return connected
 
 
 def checkedResponse(response: IResponse) -> IResponse:

@@ -60,7 +60,7 @@ def test_compose_services(compose_file: Path) -> None:
     assert healthcheck_url(as_list(proxy["healthcheck"]["test"])) == (endpoint_port(admin), "/healthz")
     grace = compose_duration(proxy["stop_grace_period"])
     assert grace > shutdown_timeout(command), "docker would SIGKILL before the drain ends"
-    # Docker's default soft descriptor limit (1024) would cap connections at 480.
+    # Docker's default soft descriptor limit (1024) would cap connections at 416.
     assert int(proxy["ulimits"]["nofile"]) >= 65536
 
     for service in services.values():

@@ -81,7 +81,7 @@ def test_systemd_unit_sandboxing() -> None:
 def test_systemd_unit_leaves_room_for_connections() -> None:
     """
     The stproxy unit raises the descriptor limit (1024 by default, under which the connection cap
-    would be 480), and any --max-connections it sets fits under it: the sandbox forbids setrlimit.
+    would be 416), and any --max-connections it sets fits under it: the sandbox forbids setrlimit.
     """
     unit = read_unit(DEPLOY / "stproxy.service")
     soft, _, hard = unit["Service"]["LimitNOFILE"][-1].partition(":")

@@ -7,7 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.web.http_headers import Headers
 
+from stproxy.http import headers as headers_module
 from stproxy.http.headers import (
+    _REMEMBERED_PEERS,
     ASSERTED_BY_PROXIES,
     HOP_BY_HOP,
     Peer,
@@ -283,3 +285,48 @@ def test_no_untrusted_client_claim_ever_crosses(
         assert name.lower() not in ASSERTED_BY_PROXIES
     assert result.getRawHeaders(b"x-real-ip") == [b"192.0.2.7"]
     assert result.getRawHeaders(b"x-forwarded-for") == [b"192.0.2.7"]
+
+
+_forwarding = st.sampled_from(
+    sorted(ASSERTED_BY_PROXIES | {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
+)
+
+
+@given(
+    names=st.lists(st.one_of(_token, _forwarding), max_size=8),
+    trusted=st.booleans(),
+    address=st.sampled_from(["192.0.2.7", "2001:db8::7", None]),
+)
+def test_the_one_copy_path_sends_what_filtering_then_forwarding_would(
+    names: list[bytes], trusted: bool, address: str | None
+) -> None:
+    """Property: the request headers, made in one filtered copy, are exactly the hop-by-hop filter then the forwarding rules."""
+    headers = Headers()
+    for number, name in enumerate(names):
+        headers.addRawHeader(name, b"%d" % number)
+    peer = Peer(address=address, host=b"app.example", secure=False)
+    proxies = TrustedProxies(["0.0.0.0/0", "::/0"] if trusted else [])
+    expected = forwardingHeaders(withoutHopByHop(headers, [b"content-length", b"expect"]), peer, proxies)
+    result = requestHeadersForUpstream(headers, peer, proxies)
+    assert sorted(result.getAllRawHeaders()) == sorted(expected.getAllRawHeaders())
+
+
+def test_a_peer_address_is_parsed_once_however_many_requests_it_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trusted-proxy check parses each peer address once and remembers the answer; with no trusted networks it parses none."""
+    parsed: list[str] = []
+    real = headers_module.ipaddress.ip_address
+    monkeypatch.setattr(headers_module.ipaddress, "ip_address", lambda text: parsed.append(text) or real(text))
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    answers = ["10.1.2.3" in proxies for _ in range(3)] + ["192.0.2.7" in proxies for _ in range(3)]
+    assert answers == [True] * 3 + [False] * 3
+    assert parsed == ["10.1.2.3", "192.0.2.7"]
+    assert "10.1.2.3" not in TrustedProxies() and parsed == ["10.1.2.3", "192.0.2.7"]
+
+
+def test_the_remembered_peer_addresses_are_bounded() -> None:
+    """However many distinct peers ask, the trusted-proxy check remembers at most a fixed number of answers, still right."""
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    for n in range(_REMEMBERED_PEERS + 10):
+        assert f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" in proxies
+    assert len(proxies._known) <= _REMEMBERED_PEERS
+    assert "192.0.2.7" not in proxies

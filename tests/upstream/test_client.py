@@ -9,17 +9,27 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fake_resolver import FakeResolver
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseFailed
+from twisted.web.client import BrowserLikePolicyForHTTPS, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
+from twisted.web.resource import Resource
 
 from stproxy._twisted import MALFORMED_RESPONSE, ResponseHeadTooLarge
-from stproxy.http.headers import responseHeadersForClient
+from stproxy.http.forward import ReverseProxyResource
+from stproxy.http.headers import TrustedProxies, responseHeadersForClient
+from stproxy.http.site import buildSite
 from stproxy.upstream.address import UpstreamAddress
-from stproxy.upstream.client import MAX_RESPONSE_HEAD, InvalidResponse, Upstream
+from stproxy.upstream.client import (
+    MAX_RESPONSE_HEAD,
+    POOLED_IDLE_CONNECTIONS,
+    InvalidResponse,
+    Upstream,
+)
 
 
 class Exchange:
@@ -149,3 +159,67 @@ def test_interim_responses_are_read_past() -> None:
     exchange = Exchange()
     exchange.receive(head(b"HTTP/1.1 103 Early Hints", b"Link: </a.css>") + head(b"HTTP/1.1 204 No Content"))
     assert exchange.response().code == 204
+
+
+class RecordingPolicy:
+    """The browser-like TLS policy, recording whom each connection is checked for."""
+
+    def __init__(self) -> None:
+        self.netlocs: list[tuple[bytes, int]] = []
+        self._policy = BrowserLikePolicyForHTTPS()
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        self.netlocs.append((hostname, port))
+        return self._policy.creatorForNetloc(hostname, port)
+
+
+def test_an_https_upstream_is_reached_by_address_but_checked_for_its_name() -> None:
+    """Both legs connect to the looked-up address, while SNI and the certificate check are for the host name."""
+    clock = MemoryReactorClock()
+    resolver = FakeResolver()
+    policy = RecordingPolicy()
+    upstream = Upstream(clock, UpstreamAddress("https", "app.example", 8443), tlsPolicy=policy, resolver=resolver)  # type: ignore[arg-type]
+    upstream.request(b"GET", b"/", Headers({b"Host": [b"app.example"]}), None)
+    resolver.answer("10.0.0.7")
+    upstream.endpoint().connect(Factory.forProtocol(Protocol))
+    assert [(host, port) for host, port, *_ in clock.tcpClients] == [("10.0.0.7", 8443)] * 2
+    assert policy.netlocs == [(b"app.example", 8443)] * 2
+    assert len(resolver.lookups) == 0
+
+
+def test_a_name_that_does_not_resolve_is_a_502_saying_so() -> None:
+    """A request to an upstream whose name has no address is answered 502, the page saying the host name was not found."""
+    clock = MemoryReactorClock()
+    resolver = FakeResolver()
+    upstream = Upstream(clock, UpstreamAddress("http", "nowhere.invalid", 8501), resolver=resolver)
+    site = buildSite(ReverseProxyResource(upstream, TrustedProxies()), Resource(), clock, 0, None)
+    protocol = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+    resolver.answer()
+    assert transport.value().startswith(b"HTTP/1.1 502 ")
+    assert b"host name not found" in transport.value()
+
+
+def test_the_pool_keeps_a_connection_for_each_of_64_concurrent_requests() -> None:
+    """After 64 requests at once, the next 64 all reuse those connections: none opens a new one."""
+    clock = MemoryReactorClock()
+    upstream = Upstream(clock, UpstreamAddress("http", "127.0.0.1", 8501))
+    assert POOLED_IDLE_CONNECTIONS >= 64
+
+    def requests() -> list[IResponse | Failure]:
+        results: list[IResponse | Failure] = []
+        for _ in range(64):
+            upstream.request(b"GET", b"/", Headers({b"Host": [b"app"]}), None).addBoth(results.append)
+        return results
+
+    first = requests()
+    for host, port, factory, _, _ in clock.tcpClients:
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(head(b"HTTP/1.1 200 OK", b"Content-Length: 0"))
+    assert [getattr(r, "code", r) for r in first] == [200] * 64
+    second = requests()
+    assert len(clock.tcpClients) == 64
+    assert second == []  # waiting on the reused connections' responses, not on new ones
