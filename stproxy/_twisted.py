@@ -72,7 +72,9 @@ from twisted.web.http import (
 )
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IProtocol
+    from twisted.internet.interfaces import IProtocol, IReactorTime
+    from twisted.web._newclient import HTTPClientParser
+    from twisted.web.iweb import IResponse
 
 
 def channelProtocol(channel: HTTPChannel) -> IProtocol:
@@ -168,7 +170,7 @@ class _UpstreamClientProtocol(HTTP11ClientProtocol):
             super().dataReceived(data)
 
 
-def _withConnectionHeader(response: Any, parser: Any) -> Any:
+def _withConnectionHeader(response: IResponse, parser: HTTPClientParser) -> IResponse:
     """C{response}, its C{headers} holding the C{Connection} field the parser kept to itself."""
     connection = parser.connHeaders.getRawHeaders(b"connection")
     if connection:
@@ -196,7 +198,7 @@ class UpstreamConnectionPool(HTTPConnectionPool):
     L{ResponseHeadTooLarge}.
     """
 
-    def __init__(self, reactor: Any, maxHeadSize: int) -> None:
+    def __init__(self, reactor: IReactorTime, maxHeadSize: int) -> None:
         super().__init__(reactor, persistent=True)
         self.maxHeadSize = maxHeadSize
 
