@@ -20,11 +20,7 @@ from twisted.web.pages import errorPage
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-#: Host header values that are safe to put into a Location: a DNS name or an
-#: IPv4 address, or a bracketed IPv6 literal, with an optional port.
-_HOST = re.compile(
-    rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::\d{1,5})?$"
-)
+from stproxy.http.refusal import hostName
 
 ACME_PREFIX = b"/.well-known/acme-challenge/"
 _ACME_TOKEN = re.compile(rb"^[A-Za-z0-9_-]+$")
@@ -35,12 +31,14 @@ def httpsLocation(host: bytes, port: int | None, target: bytes) -> bytes:
     The HTTPS URL for C{target} (an origin-form path and query) on C{host}
     (a Host header value, whose port is dropped) at C{port}.
 
-    @raise ValueError: if C{host} is not a host name or address.
+    @raise ValueError: if C{host} is not a host name or address (the same
+        rule as for every request the proxy forwards,
+        L{stproxy.http.refusal.validHost}, whose characters may all stand
+        as they are in a URL's authority).
     """
-    match = _HOST.match(host)
-    if match is None:
+    netloc = hostName(host)
+    if netloc is None:
         raise ValueError(f"not a host: {host!r}")
-    netloc = match.group(1)
     if port and port != 443:
         netloc += b":%d" % (port,)
     return b"https://" + netloc + target

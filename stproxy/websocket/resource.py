@@ -4,9 +4,10 @@ C{/_stcore/stream} through Autobahn.
 
 Before Autobahn takes the connection over, L{RelayResource} refuses, with an
 ordinary HTTP answer and before any upstream connection, what the HTTP leg
-refuses (L{stproxy.http.forward.refusal}), a handshake without one valid
+refuses (L{stproxy.http.refusal.refusal}), a handshake without one valid
 C{Host}, a WebSocket version other than 13 (426) and any upgrade while the
-proxy stops (503).
+proxy stops (503), answered and logged as the HTTP leg answers its own
+(L{stproxy.http.refusal.refuse}).
 
 For each browser connection (L{stproxy.websocket.browser}, an Autobahn server
 protocol behind twisted.web via Autobahn's L{WebSocketResource}) the opening
@@ -18,8 +19,6 @@ backpressure, and L{stproxy.websocket.sessions} counts and logs each session.
 
 from __future__ import annotations
 
-from html import escape
-
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -27,8 +26,8 @@ from twisted.logger import ILogObserver
 from twisted.web.server import Request
 
 from stproxy.config import WebSocketSettings
-from stproxy.http.forward import refusal, validHost
 from stproxy.http.headers import TrustedProxies
+from stproxy.http.refusal import refusal, refuse, validHost
 from stproxy.ops.logs import loggerFor
 from stproxy.ops.metrics import Metrics
 from stproxy.upstream.client import Upstream
@@ -123,19 +122,7 @@ class RelayResource(WebSocketResource):
             request.setHeader(b"sec-websocket-version", WEBSOCKET_VERSION)
             request.setHeader(b"upgrade", b"websocket")
         self.factory.metrics.webSocketsRefused.labels(status=str(status)).inc()
-        self._log.info(
-            "Refused WebSocket upgrade {uri} from {peer} with {status}: {detail}",
-            uri=request.uri.decode("latin-1"),
-            peer=getattr(request.getClientAddress(), "host", "unknown"),
-            status=status,
-            detail=detail,
-        )
-        # Not twisted.web's errorPage: it would write "426 Unknown Status".
-        request.setResponseCode(status, title.encode("ascii"))
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        text = escape(f"{status} - {title}"), escape(title), escape(detail)
-        page = "<html><head><title>{}</title></head><body><h1>{}</h1><p>{}</p></body></html>"
-        return page.format(*text).encode("utf-8")
+        return refuse(request, self._log, status, title, detail)
 
     def closeAll(self, deadline: float = 5.0) -> Deferred[None]:
         """See L{Sessions.closeAll}."""

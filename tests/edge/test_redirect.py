@@ -22,6 +22,7 @@ from stproxy.edge.redirect import httpsLocation
         (b"app.example:8080", 8443, b"/x/y?q=1&r=%20", b"https://app.example:8443/x/y?q=1&r=%20"),
         (b"127.0.0.1:8080", 8443, b"/", b"https://127.0.0.1:8443/"),
         (b"[::1]:8080", 8443, b"/", b"https://[::1]:8443/"),
+        (b"my_host-1.internal:8080", 443, b"/", b"https://my_host-1.internal/"),
     ],
 )
 def test_redirect_location(host: bytes, port: int, target: bytes, location: bytes) -> None:
@@ -29,7 +30,9 @@ def test_redirect_location(host: bytes, port: int, target: bytes, location: byte
     assert httpsLocation(host, port, target) == location
 
 
-@pytest.mark.parametrize("host", [b"evil.example/x", b"a@b", b"", b"host:port", b"-x.example"])
+@pytest.mark.parametrize(
+    "host", [b"evil.example/x", b"a@b", b"", b"host:port", b"-x.example", b"app.example\n", b"[not-an-address]"]
+)
 def test_redirect_refuses_hosts_that_are_not_hosts(host: bytes) -> None:
     """
     A Host header that is not a host name (a path, user info, empty, a bad port or a leading

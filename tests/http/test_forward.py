@@ -7,6 +7,7 @@ are refused before anything goes upstream.
 from __future__ import annotations
 
 import pytest
+from twisted.logger import capturedLogs
 
 from fake_upstream import Proxy
 from stproxy.http.forward import validHost
@@ -113,11 +114,12 @@ def test_valid_hosts(host: bytes) -> None:
         b"[not-an-address]",
         b"[fe80::1%25eth0]",
         b"app\texample",
+        b"-x.example",
         b"",
     ],
 )
 def test_invalid_hosts(host: bytes) -> None:
-    """Spaces, lists, user info, paths, bad ports and unbracketed or bad IPv6 are not a Host."""
+    """Spaces, lists, user info, paths, bad ports, unbracketed or bad IPv6 and a leading dash are not a Host."""
     assert not validHost(host)
 
 
@@ -128,3 +130,22 @@ def test_an_obs_folded_host_is_refused_and_never_forwarded() -> None:
     assert proxy.output().startswith(b"HTTP/1.1 400 ")
     assert b"not a host[:port]" in proxy.output()
     assert proxy.agent.requests == []
+
+
+def test_a_refusal_is_logged_naming_the_client() -> None:
+    """A refused request's one event names its method, target, client address, status and why, as a WebSocket's does."""
+    proxy = Proxy()
+    with capturedLogs() as events:
+        proxy.send(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    [event] = [e for e in events if e.get("status") == 400]
+    assert (event["method"], event["uri"], event["peer"]) == ("GET", "/", "192.0.2.7")
+    assert "Host" in event["detail"]
+    assert proxy.agent.requests == []
+
+
+def test_a_405_names_the_methods_that_are_forwarded() -> None:
+    """A TRACE gets 405 with an Allow header listing what the proxy does forward."""
+    proxy = Proxy()
+    proxy.send(b"TRACE / HTTP/1.1\r\nHost: app\r\n\r\n")
+    assert proxy.output().startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+    assert b"\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n" in proxy.output()

@@ -147,6 +147,26 @@ def test_a_refused_handshake_is_counted_and_logged() -> None:
     assert "Host" in event["detail"]
 
 
+def test_a_trace_upgrade_gets_405_with_allow_like_any_trace() -> None:
+    """An upgrade with a refused method gets the HTTP leg's 405, Allow included, and is counted; nothing goes upstream."""
+    proxy = Proxy()
+    browser = proxy.send(handshake(b"Host: app.example").replace(b"GET ", b"TRACE ", 1))
+    assert browser.status == b"HTTP/1.1 405 Method Not Allowed"
+    assert browser.header(b"allow") == [b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"]
+    assert proxy.relay.upstream.connections == []
+    assert proxy.sample("stproxy_websocket_handshakes_refused_total", status="405") == 1
+    [event] = [e for e in proxy.events if e.get("status") == 405]
+    assert (event["method"], event["peer"]) == ("TRACE", "192.0.2.7")
+
+
+def test_an_http_1_0_upgrade_without_host_gets_400() -> None:
+    """Unlike a plain HTTP/1.0 request, a WebSocket handshake needs its Host even over HTTP/1.0."""
+    proxy = Proxy()
+    browser = proxy.send(handshake().replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1))
+    assert browser.status.split(b" ", 2)[1] == b"400"
+    assert proxy.relay.upstream.connections == []
+
+
 @pytest.mark.parametrize("version", [b"8", b"7", b"12", b"14", b"13, 8", b"abc"])
 def test_a_websocket_version_other_than_13_gets_426_naming_13(version: bytes) -> None:
     """RFC 6455 section 4.4: the browser learns the version the proxy speaks; nothing goes upstream."""
