@@ -27,8 +27,8 @@ How a proxy comes to be::
 The top level:
 
 - C{config}: the frozen, typed configuration, and C{ConfigError};
-- C{parse}, C{parsetls}: command-line text into configuration, with the
-  one-line error messages;
+- C{parse}, C{parsetls}, C{parseroutes}: command-line text into
+  configuration (general, TLS, routing), with the one-line error messages;
 - C{tap}: the options and C{makeService} (the twistd plugin);
 - C{assembly}: C{assemble(config, reactor)}, the only place parts are wired;
 - C{service}: the root service and its graceful stop;
@@ -47,7 +47,9 @@ The packages, each with a docstring of its own:
 - C{websocket}: the WebSocket relay through Autobahn;
 - C{upstream}: where requests go (today one address) and the client that
   reaches it;
-- C{ops}: drain, health, metrics, admin, logs, signals.
+- C{routing}: apps by prefix, their replicas, affinity, health checks,
+  discovery;
+- C{ops}: drain, metrics, admin, logs, signals.
 """
 
 from stproxy.api import StreamlitProxy

@@ -11,9 +11,9 @@ The tree::
 
     ProxyService                       stproxy.service
       descriptors   DescriptorLimit    raises the descriptor limit, first
-      upstream      UpstreamService    the connection pool, closed last
+      upstream      RoutingService     replicas: lookups, health checks, discovery,
+                                       their connection pools (closed last)
       listener-N    one per --listen   serving the ProxySite
-      health        HealthPoller       only with --admin
       admin         admin listener     only with --admin
       redirect-http redirect listener  only with --redirect-http
       tls           TLSService         certificate reload, SIGHUP
@@ -21,6 +21,7 @@ The tree::
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -41,10 +42,17 @@ from stproxy.http.forward import ReverseProxyResource
 from stproxy.http.site import ProxySite, buildSite
 from stproxy.ops.admin import adminSite
 from stproxy.ops.drain import Drain
-from stproxy.ops.health import HealthPoller
 from stproxy.ops.logs import publisherAt
 from stproxy.ops.metrics import Metrics
-from stproxy.service import PUBLIC_LISTENER_PREFIX, REDIRECT_LISTENER, ProxyService, UpstreamService
+from stproxy.routing.affinity import Affinity, randomSecret
+from stproxy.routing.discovery import DNSDiscovery, dnsResolver
+from stproxy.routing.metrics import ReplicaMetrics
+from stproxy.routing.replicaset import ReplicaSet
+from stproxy.routing.route import Route, Routes
+from stproxy.routing.service import Membership, RoutingService
+from stproxy.routing.settings import RouteSpec
+from stproxy.service import PUBLIC_LISTENER_PREFIX, REDIRECT_LISTENER, ProxyService
+from stproxy.upstream.address import UpstreamAddress
 from stproxy.upstream.client import Upstream
 from stproxy.upstream.tls import upstreamPolicy
 from stproxy.websocket.resource import webSocketResource
@@ -73,16 +81,12 @@ def assemble(
     """
     log = publisherAt(config.logging.level, config.logging.format)
     metrics = Metrics()
-    upstream = Upstream(
-        reactor,
-        config.upstream,
-        config.timeouts,
-        tlsPolicy=_upstreamPolicy(config, log),
-        logObserver=log,
-    )
-    relay = webSocketResource(upstream, config.websocket, config.trusted, log, metrics)
+    routing = _routing(config, reactor, metrics, log)
+    routes = routing.routes
+    metrics.upstreamHealthy.set_function(lambda: 1 if routes.ready() else 0)
+    relay = webSocketResource(routes, config.websocket, config.trusted, log, metrics)
     site = buildSite(
-        http=ReverseProxyResource(upstream, config.trusted, log, metrics),
+        http=ReverseProxyResource(routes, config.trusted, log, metrics),
         webSocket=relay,
         reactor=reactor,
         maxBodySize=config.maxBodySize,
@@ -110,7 +114,7 @@ def assemble(
     ]
     service = ProxyService(
         reactor,
-        upstream,
+        routes,
         drain,
         relay,
         endpoints,
@@ -120,22 +124,76 @@ def assemble(
         connections,
     )
     DescriptorLimit(requested, connections.resize, log, raiseSoftLimit).setServiceParent(service)
-    UpstreamService(upstream).setServiceParent(service)
+    routing.setServiceParent(service)
     for number, endpoint in enumerate(endpoints):
         name = f"{PUBLIC_LISTENER_PREFIX}{number}"
         listeningService(endpoint, site, name).setServiceParent(service)
     _addOperations(service, config, reactor, metrics, log)
     _addRedirect(service, config, reactor, certificates, connections, log)
-    insecure = str(config.upstream) if config.tls.upstreamInsecure else None
+    insecure = _describe(config.routes) if config.tls.upstreamInsecure else None
     TLSService(reactor, certificates, config.tls.reloadInterval, log, insecure).setServiceParent(
         service
     )
     return service
 
 
+def _routing(
+    config: Config, reactor: ProxyReactor, metrics: Metrics, log: ILogObserver
+) -> RoutingService:
+    """
+    The apps and their replicas: each replica a client of its own
+    (L{Upstream}), each app's set checked and, for its DNS names, discovered.
+    """
+    policy = _upstreamPolicy(config, log)
+    settings = config.replicas
+    replicaMetrics = ReplicaMetrics(metrics)
+    logger = Logger("stproxy.routing", None, log)
+    secret = settings.secret if settings.secret is not None else randomSecret()
+    resolver = None
+
+    def connect(address: UpstreamAddress) -> Upstream:
+        return Upstream(reactor, address, config.timeouts, tlsPolicy=policy, logObserver=log)
+
+    routes = []
+    discoveries = []
+    for spec in config.routes:
+        # --health-path is the root app's (a Streamlit with a baseUrlPath behind --upstream).
+        healthPath = config.operations.healthPath if spec.prefix == "/" else spec.healthPath
+        replicas = ReplicaSet(
+            spec.prefix,
+            reactor,
+            connect,
+            healthPath,
+            config.operations.healthInterval,
+            settings.drainTimeout,
+            replicaMetrics,
+            logger,
+        )
+        for address in spec.upstreams:
+            replicas.add(address)
+        affinity = Affinity(settings.cookie, secret, spec.prefix)
+        routes.append(Route(spec.prefix, replicas, affinity, replicaMetrics, logger, spec.sticky))
+        membership = Membership(replicas, spec.upstreams)
+        for name in spec.discover:
+            resolver = resolver or dnsResolver(reactor, settings.resolver)
+            found = partial(membership.found, name)
+            interval = settings.discoveryInterval
+            discoveries.append(DNSDiscovery(reactor, name.host, interval, found, resolver, log))
+    return RoutingService(Routes(routes, reactor), discoveries, logger, settings.secret is not None)
+
+
+def _describe(routes: tuple[RouteSpec, ...]) -> str:
+    """Every replica given and every name discovered, for log lines."""
+    return ", ".join(
+        [str(a) for spec in routes for a in spec.upstreams]
+        + [f"dns:{a}" for spec in routes for a in spec.discover]
+    )
+
+
 def _upstreamPolicy(config: Config, log: ILogObserver) -> IPolicyForHTTPS | None:
-    """How an C{https://} upstream is verified; C{None} for plain HTTP."""
-    if not config.upstream.isTLS:
+    """How an C{https://} upstream is verified; C{None} when every upstream is plain HTTP."""
+    addresses = [a for spec in config.routes for a in spec.upstreams + spec.discover]
+    if not any(address.isTLS for address in addresses):
         return None
     return upstreamPolicy(config.tls.upstreamCA, config.tls.upstreamInsecure, log)
 
@@ -147,18 +205,10 @@ def _addOperations(
     metrics: Metrics,
     log: ILogObserver,
 ) -> None:
-    """
-    With C{--admin}, the admin listener, and the upstream health poller its
-    C{/readyz} reads (only then: nobody else reads the result, and the
-    upstream is spared the requests).
-    """
+    """With C{--admin}, the admin listener: metrics, and readiness from the replicas' health."""
     operations = config.operations
     if operations.admin is None:
         return
-    service.health = HealthPoller(
-        service.upstream, operations.healthInterval, metrics, log, operations.healthPath
-    )
-    service.health.setServiceParent(service)
     endpoint = AnnouncedEndpoint(
         serverFromString(reactor, operations.admin),
         operations.admin,

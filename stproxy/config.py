@@ -23,6 +23,7 @@ from twisted.logger import LogLevel
 from stproxy.edge.certificates import ServerTLSFiles
 from stproxy.edge.endpoints import isSSLDescription
 from stproxy.http.headers import TrustedProxies
+from stproxy.routing.settings import ReplicaSettings, RouteSpec, RoutingError, checkRoutes
 from stproxy.upstream.address import UpstreamAddress
 
 #: Streamlit's own server.maxUploadSize (200 MiB) plus room for multipart framing.
@@ -221,7 +222,11 @@ class Config:
     """
     One proxy, entirely.
 
-    @ivar upstream: the Streamlit server everything is forwarded to.
+    @ivar upstream: the Streamlit server everything is forwarded to, when
+        L{routes} is empty; otherwise the first replica the routes name.
+    @ivar routes: the apps and their replicas; by default the one app at
+        C{/} on L{upstream}.
+    @ivar replicas: how replicas are found, checked, drained and pinned.
     @ivar listen: the endpoint descriptions to listen on (C{ssl:} ones are
         built by stproxy from L{TLSSettings.listeners}).
     @ivar maxBodySize: the largest request body accepted (then 413); 0 for
@@ -244,8 +249,19 @@ class Config:
     logging: LogSettings = LogSettings()
     maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE
     clients: ClientLimits = ClientLimits()
+    routes: tuple[RouteSpec, ...] = ()
+    replicas: ReplicaSettings = ReplicaSettings()
 
     def __post_init__(self) -> None:
+        if not self.routes:
+            object.__setattr__(self, "routes", (RouteSpec("/", (self.upstream,)),))
+        else:
+            first = self.routes[0]
+            object.__setattr__(self, "upstream", (first.upstreams or first.discover)[0])
+        try:
+            checkRoutes(self.routes)
+        except RoutingError as e:
+            raise ConfigError(str(e)) from None
         if self.maxHeaderSize < MIN_MAX_HEADER_SIZE:
             raise ConfigError(f"--max-header-size must be at least {MIN_MAX_HEADER_SIZE} bytes")
         if not self.listen:

@@ -37,35 +37,14 @@ from stproxy._twisted import forgetExitSignal
 from stproxy.edge.connections import ConnectionLimit
 from stproxy.edge.listeners import AnnouncedEndpoint
 from stproxy.ops.drain import Drain
-from stproxy.ops.health import HealthPoller
 from stproxy.ops.logs import loggerFor
 from stproxy.ops.signals import exitOnNextSignal
-from stproxy.upstream.client import Upstream
+from stproxy.routing.route import Routes
 from stproxy.websocket.resource import RelayResource
 
 #: The names of the services that take traffic, stopped first on a drain.
 PUBLIC_LISTENER_PREFIX = "listener-"
 REDIRECT_LISTENER = "redirect-http"
-
-
-class UpstreamService(Service):
-    """
-    Owns the upstream's connection pool and its address lookups: looks the
-    upstream up when the proxy starts, closes the pool when it stops.
-    """
-
-    name = "upstream"
-
-    def __init__(self, upstream: Upstream) -> None:
-        self.upstream = upstream
-
-    def startService(self) -> None:
-        super().startService()
-        self.upstream.start()
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return self.upstream.close()
 
 
 class ProxyService(MultiService):
@@ -82,7 +61,7 @@ class ProxyService(MultiService):
         rather than a traceback.  Embedders keep their own signal and error
         handling: it is off unless asked for.
     @ivar draining: set from the start of L{stopService}; C{/readyz} is 503.
-    @ivar health: the upstream health poller, when the admin listener wants it.
+    @ivar routes: the apps and their replicas.
     """
 
     draining = False
@@ -90,7 +69,7 @@ class ProxyService(MultiService):
     def __init__(
         self,
         reactor: IReactorTime,
-        upstream: Upstream,
+        routes: Routes,
         drain: Drain,
         webSocket: RelayResource,
         endpoints: list[AnnouncedEndpoint],
@@ -110,20 +89,22 @@ class ProxyService(MultiService):
         super().__init__()
         self._reactor = reactor
         self._log = loggerFor(self, logObserver)
-        self.upstream = upstream
+        self.routes = routes
         self.drain = drain
         self.webSocket = webSocket
         self.endpoints = endpoints
         self.shutdownTimeout = shutdownTimeout
         self.ownsProcess = ownsProcess
         self.connections = connections
-        self.health: HealthPoller | None = None
         self._stopped: Deferred[None] | None = None
         self._begun: list[IService] = []
 
     def ready(self) -> bool:
-        """Whether to take traffic: the upstream is healthy and the proxy is not stopping."""
-        return not self.draining and self.health is not None and self.health.healthy
+        """
+        Whether to take traffic: every app has a replica that passes its
+        health check, and the proxy is not stopping.
+        """
+        return not self.draining and self.routes.ready()
 
     def privilegedStartService(self) -> None:
         """Bind every listener (before twistd drops privileges)."""
@@ -140,7 +121,13 @@ class ProxyService(MultiService):
     def startService(self) -> None:
         Service.startService(self)
         self._startChildren(lambda child: child.startService())
-        self._log.info("stproxy forwarding to {upstream}", upstream=str(self.upstream.address))
+        for route in self.routes.routes:
+            self._log.info(
+                "stproxy forwarding to {upstream} for {prefix}",
+                prefix=route.prefix,
+                upstream=", ".join(str(r.address) for r in route.replicas.replicas.values())
+                or "the replicas DNS lists",
+            )
 
     def _startChildren(self, start: Callable[[IService], None]) -> None:
         """
@@ -242,4 +229,4 @@ def _isPublic(name: str | None) -> bool:
     )
 
 
-__all__ = ["ProxyService", "UpstreamService", "PUBLIC_LISTENER_PREFIX", "REDIRECT_LISTENER"]
+__all__ = ["ProxyService", "PUBLIC_LISTENER_PREFIX", "REDIRECT_LISTENER"]

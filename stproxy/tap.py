@@ -17,14 +17,14 @@ from typing import Mapping, NoReturn, Sequence
 from twisted.application.service import IService
 from twisted.python import usage
 
-from stproxy import parse
+from stproxy import parse, parseroutes
 from stproxy.assembly import assemble
 from stproxy.config import Config, ConfigError, Timeouts
 from stproxy.parsetls import TLSFlags, tlsSettings
 from stproxy.reactor import ProxyReactor, globalReactor
 
 
-class Options(usage.Options):
+class Options(parseroutes.RoutingFlags, usage.Options):
     """
     The options shared by C{twistd stproxy} and C{python -m stproxy}.
 
@@ -154,22 +154,8 @@ class Options(usage.Options):
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.environ = os.environ if environ is None else environ
-        self["upstream"] = None
         self["listen"] = []
         self["trust-forwarded"] = []
-
-    def opt_upstream(self, address: str) -> None:
-        """Streamlit server: HOST:PORT, http://HOST:PORT or https://HOST:PORT [default: localhost:8501, or $STREAMLIT_HOST/$STREAMLIT_PORT]"""
-        # Refused rather than last-one-wins: a second upstream reads like
-        # load balancing, which stproxy does not do (yet).
-        if self["upstream"] is not None:
-            raise usage.UsageError(
-                f"--upstream given twice: {self['upstream']} and {address};"
-                " one upstream per proxy until replicas are supported"
-            )
-        self["upstream"] = address
-
-    opt_u = opt_upstream
 
     def opt_listen(self, description: str) -> None:
         """
@@ -212,9 +198,16 @@ class Options(usage.Options):
 
     def _config(self) -> Config:
         """Every flag through its parser (L{stproxy.parse}) into one L{Config}."""
-        upstream = parse.upstream(
-            self["upstream"], self["streamlit-host"], self["streamlit-port"], self.environ
+        routes = parseroutes.routeSpecs(
+            self.get("upstream", []),
+            self.get("upstream-dns", []),
+            self.get("route", []),
+            self["streamlit-host"],
+            self["streamlit-port"],
+            self.environ,
         )
+        replicas = [a for route in routes for a in route.upstreams + route.discover]
+        upstream = next((a for a in replicas if a.isTLS), replicas[0])
         listen = parse.listeners(
             self["listen"], self["proxy-host"], self["proxy-port"], self.environ
         )
@@ -226,7 +219,14 @@ class Options(usage.Options):
             ),
         )
         return Config(
-            upstream=upstream,
+            routes=routes,
+            replicas=parseroutes.replicaSettings(
+                self["discovery-interval"],
+                self["replica-drain-timeout"],
+                self["affinity-cookie"],
+                self["affinity-secret-file"],
+                self["resolver"],
+            ),
             listen=listen,
             timeouts=timeouts,
             maxBodySize=parse.flag("max-body-size", self["max-body-size"], parse.sizeLimit),

@@ -52,11 +52,23 @@ from stproxy.tap import Options
         (["--ws-max-message-size", "lots"], "not a size (use e.g. 1048576, 512K, 200M, or unlimited)"),
         (["--ws-max-browser-message-size", "0"], "--ws-max-browser-message-size 0: a limit of 0 is refused"),
         (["--ws-max-browser-message-size", "few"], "--ws-max-browser-message-size few: not a size"),
-        # One upstream per proxy, however the repeat is spelled.
-        (["--upstream", "a:1", "--upstream", "b:2"], "--upstream given twice: a:1 and b:2; one upstream per proxy until replicas are supported"),
-        (["-u", "a:1", "--upstream", "b:2"], "--upstream given twice: a:1 and b:2"),
-        (["--upstream=a:1", "-ub:2"], "--upstream given twice: a:1 and b:2"),
-        (["-u", "a:1", "--streamlit-port", "2"], "give either --upstream or --streamlit-host/--streamlit-port, not both"),
+        # Replicas: one address once per app, however the repeat is spelled.
+        (["--upstream", "a:1", "--upstream", "a:1"], "upstream http://a:1 given twice for /"),
+        (["-u", "a:1", "--upstream", "http://a:1"], "upstream http://a:1 given twice for /"),
+        (["-u", "a:1", "--streamlit-port", "2"], "give either --upstream/--upstream-dns/--route or --streamlit-host/--streamlit-port, not both"),
+        (["--route", "/app=a:1", "--streamlit-host", "b"], "or --streamlit-host/--streamlit-port, not both"),
+        (["--route", "/app"], "--route /app: write PREFIX=UPSTREAM"),
+        (["--route", "/a b=a:1"], "is not a path prefix such as / or /app"),
+        (["--route", "/../x=a:1"], "is not a path prefix"),
+        (["--route", "/app=a:1", "--route", "/app/admin=b:2"], "routes /app and /app/admin overlap"),
+        (["--upstream", "a:1", "--route", "/app=b:2"], "routes / and /app overlap"),
+        (["--upstream-dns", "streamlit"], "--upstream-dns streamlit: give the port, as NAME:PORT"),
+        (["--route", "/app=dns:streamlit"], "--route streamlit: give the port"),
+        (["--discovery-interval", "0"], "--discovery-interval 0: must be a positive number of seconds"),
+        (["--replica-drain-timeout", "-1"], "--replica-drain-timeout -1"),
+        (["--affinity-cookie", "a b"], "--affinity-cookie 'a b': not a cookie name"),
+        (["--affinity-secret-file", "/nonexistent/secret"], "--affinity-secret-file /nonexistent/secret: No such file"),
+        (["--resolver", "dns.example"], "--resolver dns.example: 'dns.example' is not an IP address"),
     ],
 )
 def test_bad_values_are_usage_errors(argv: list[str], fragment: str) -> None:
@@ -83,13 +95,49 @@ def test_sizes(text: str, size: int) -> None:
 
 
 def test_a_repeated_upstream_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    """--upstream twice is refused on the command line in one line, status 2, rather than the last one winning."""
+    """The same replica twice is refused on the command line in one line, status 2, rather than counted twice."""
     options = Options(environ={})
     with pytest.raises(SystemExit) as exited:
-        options.parseOptions(["--upstream", "a:1", "-u", "b:2"])
+        options.parseOptions(["--upstream", "a:1", "-u", "a:1"])
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("stproxy: error: --upstream given twice: a:1 and b:2;")
+    assert err.count("\n") == 1 and err.startswith("stproxy: error: upstream http://a:1 given twice for /")
+
+
+def test_upstreams_routes_and_dns_names_make_the_apps() -> None:
+    """--upstream and --upstream-dns are replicas of the app at /; --route PREFIX=... of the app at PREFIX, in order."""
+    options = Options(environ={})
+    options.parseOptions(["--route", "app/=a:1", "--route", "/app=dns:web.svc:8501", "--route", "/admin=https://b:2"])
+    [app, admin] = options.config.routes
+    assert (app.prefix, [str(a) for a in app.upstreams], [str(a) for a in app.discover]) == ("/app", ["http://a:1"], ["http://web.svc:8501"])
+    assert (admin.prefix, [str(a) for a in admin.upstreams], admin.sticky) == ("/admin", ["https://b:2"], False)
+    assert app.sticky and app.healthPath == b"/app/_stcore/health"
+    options = Options(environ={})
+    options.parseOptions(["-u", "a:1", "-u", "b:2", "--upstream-dns", "web:8501"])
+    [root] = options.config.routes
+    assert [str(a) for a in root.upstreams + root.discover] == ["http://a:1", "http://b:2", "http://web:8501"]
+    assert str(options.config.upstream) == "http://a:1"
+
+
+def test_the_affinity_secret_file_is_read_and_checked(tmp_path) -> None:
+    """The secret is read once, stripped, kept out of repr, and refused when shorter than 16 bytes."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"0123456789abcdef0123\n")
+    options = Options(environ={})
+    options.parseOptions(["-u", "a:1", "--affinity-secret-file", str(secret)])
+    assert options.config.replicas.secret == b"0123456789abcdef0123"
+    assert b"0123456789" not in repr(options.config).encode()
+    secret.write_bytes(b"short\n")
+    options = Options(environ={})
+    options.exitOnError = False
+    with pytest.raises(usage.UsageError, match="at least 16 bytes"):
+        options.parseOptions(["-u", "a:1", "--affinity-secret-file", str(secret)])
+
+
+@pytest.mark.parametrize("text, size", [("1048576", 1048576), ("512K", 512 * 1024), ("200M", 200 << 20), ("1GiB", 1 << 30)])
+def test_sizes(text: str, size: int) -> None:
+    """Sizes are accepted as plain bytes or with K, M and GiB suffixes."""
+    assert parseSize(text) == size
 
 
 @pytest.mark.parametrize("text, size", [("unlimited", 0), ("UNLIMITED", 0), (" Unlimited ", 0), ("1", 1), ("200M", 200 << 20)])

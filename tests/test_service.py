@@ -14,11 +14,13 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs
+from twisted.logger import Logger, capturedLogs
 
 from fake_resolver import FakeResolver
 from option_parsing import parse
-from stproxy.service import ProxyService, UpstreamService
+from stproxy.routing.service import RoutingService
+from stproxy.routing.single import asRoutes
+from stproxy.service import ProxyService
 from stproxy.tap import makeService
 from stproxy.upstream.address import UpstreamAddress
 from stproxy.upstream.client import Upstream
@@ -243,11 +245,12 @@ def test_no_report_of_refusals_outlives_the_stop(closes: list[str]) -> None:
     assert reports == []
 
 
-def test_the_upstream_service_looks_the_name_up_while_it_runs() -> None:
-    """Started, the upstream service looks the upstream's name up at once and on a timer; stopped, the timer is gone."""
+def test_the_routing_service_looks_the_name_up_while_it_runs() -> None:
+    """Started, the routing service looks each replica's name up at once and on a timer; stopped, the timer is gone."""
     clock = MemoryReactorClock()
     resolver = FakeResolver()
-    service = UpstreamService(Upstream(clock, UpstreamAddress("http", "app.internal", 8501), resolver=resolver))
+    routes = asRoutes(Upstream(clock, UpstreamAddress("http", "app.internal", 8501), resolver=resolver))
+    service = RoutingService(routes, [], Logger(), sharedSecret=False)
     service.startService()
     resolver.answer("10.0.0.7")
     assert clock.getDelayedCalls()

@@ -16,25 +16,51 @@ complete-looking one, and the log names the upstream.
 
 from __future__ import annotations
 
+from typing import Protocol as Interface
+
 from twisted.internet.defer import Deferred
 from twisted.internet.error import DNSLookupError, TimeoutError
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.pages import errorPage
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from stproxy._twisted import MALFORMED_RESPONSE
+from stproxy.config import Timeouts
 from stproxy.http.headers import responseHeadersForClient
 from stproxy.ops.logs import loggerFor
 from stproxy.ops.metrics import Metrics
-from stproxy.upstream.client import InvalidResponse, ResponseTimeout, Upstream
+from stproxy.upstream.client import InvalidResponse, ResponseTimeout
+
+
+class Forwarding(Interface):
+    """
+    Where an exchange's request goes: one request's way to the upstream
+    (L{stproxy.routing.forwarding.ReplicaForwarding} chooses the replica and
+    retries), which knows the request's method, target and body.
+    """
+
+    @property
+    def reactor(self) -> IReactorTime: ...
+
+    @property
+    def timeouts(self) -> Timeouts: ...
+
+    def where(self) -> str:
+        """The upstream the request went to, for log lines and error pages."""
+
+    def send(self, headers: Headers) -> Deferred[IResponse]:
+        """Send the request with C{headers}; fires with the response once its headers are in."""
+
+    def answering(self, headers: Headers) -> None:
+        """Add what the proxy itself says to the client response's C{headers}."""
 
 
 @implementer(IPushProducer)
@@ -57,7 +83,7 @@ class Exchange(Protocol):
     def __init__(
         self,
         request: Request,
-        upstream: Upstream,
+        upstream: Forwarding,
         logObserver: ILogObserver | None,
         metrics: Metrics,
     ) -> None:
@@ -71,10 +97,10 @@ class Exchange(Protocol):
         self._pending: Deferred[IResponse] | None = None
         self._idle: IDelayedCall | None = None
 
-    def send(self, headers: Headers, body: IBodyProducer | None) -> None:
+    def send(self, headers: Headers) -> None:
         request = self._request
         request.notifyFinish().addErrback(self._lostClient)
-        self._pending = pending = self._upstream.request(request.method, request.uri, headers, body)
+        self._pending = pending = self._upstream.send(headers)
         pending.addCallbacks(self._gotResponse, self._failed)
         pending.addErrback(
             lambda failure: self._log.failure("Proxying {uri} failed", failure, uri=request.uri)
@@ -99,6 +125,7 @@ class Exchange(Protocol):
         request.setResponseCode(response.code)
         self._ownHeaders = request.responseHeaders
         request.responseHeaders = responseHeadersForClient(response.headers)
+        self._upstream.answering(request.responseHeaders)
         request.defaultContentType = None
         if request.method == b"HEAD":
             length = response.headers.getRawHeaders(b"content-length")
@@ -169,7 +196,7 @@ class Exchange(Protocol):
         """
         self._answered = True
         request = self._request
-        upstream = str(self._upstream.address)
+        upstream = self._upstream.where()
         if status == 504:
             self._metrics.upstreamTimeouts.inc()
         else:
@@ -234,7 +261,7 @@ class Exchange(Protocol):
             method=request.method.decode("latin-1"),
             uri=request.uri.decode("latin-1"),
             sent=request.sentLength,
-            upstream=str(self._upstream.address),
+            upstream=self._upstream.where(),
             reason=_describe(reason),
         )
         request.channel.loseConnection()
@@ -274,4 +301,4 @@ def _message(failure: Failure) -> str:
     return failure.getErrorMessage() or failure.value.__class__.__name__
 
 
-__all__ = ["Exchange"]
+__all__ = ["Exchange", "Forwarding"]

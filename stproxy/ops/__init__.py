@@ -2,7 +2,6 @@
 Running stproxy in production.
 
 C{drain} (which connections and requests are open, for graceful shutdown),
-C{health} (the upstream's health, polled), C{metrics} (Prometheus), C{admin}
-(the admin listener), C{logs} (level, JSON lines, redaction) and C{signals}
+C{metrics} (Prometheus), C{admin} (the admin listener), C{logs} (level, JSON lines, redaction) and C{signals}
 (a second SIGTERM ends a drain).
 """

@@ -132,7 +132,7 @@ class Metrics:
         )
         self.upstreamHealthy = Gauge(
             "stproxy_upstream_healthy",
-            "1 while the upstream's /_stcore/health answers 200, else 0",
+            "1 while every route has a replica whose health check passes, else 0",
             registry=registry,
         )
         self.clientConnections = Gauge(
@@ -149,6 +149,37 @@ class Metrics:
         self.connectionsRefused = Counter(
             "stproxy_connections_refused",
             "Client connections answered 503 and closed at once: --max-connections was reached",
+            registry=registry,
+        )
+        replica = ["route", "replica"]
+        self.replicaUp = Gauge(
+            "stproxy_replica_up",
+            "1 while a replica takes new sessions, 0 while it is down or draining",
+            replica,
+            registry=registry,
+        )
+        self.replicaSessions = Gauge(
+            "stproxy_replica_sessions",
+            "WebSocket sessions open now on a replica",
+            replica,
+            registry=registry,
+        )
+        self.replicaRequests = Counter(
+            "stproxy_replica_requests",
+            "HTTP requests sent to a replica (retries included)",
+            replica,
+            registry=registry,
+        )
+        self.replicaHealthFailures = Counter(
+            "stproxy_replica_health_failures",
+            "Health checks of a replica that failed",
+            replica,
+            registry=registry,
+        )
+        self.replicaRepins = Counter(
+            "stproxy_replica_repins",
+            "Browsers moved from the replica their affinity cookie named to another",
+            ["route"],
             registry=registry,
         )
         self._requestChildren: dict[tuple[str, str], Counter] = {}

@@ -113,18 +113,29 @@ class MemoryUpstream(Upstream):
         return _MemoryEndpoint(self)
 
 
+class MemoryRelay(BrowserFactory):
+    """
+    The relay's L{BrowserFactory} in front of one L{MemoryUpstream}, which
+    tests reach as C{upstream} (its connections, its failures).
+    """
+
+    upstream: MemoryUpstream
+
+
 def memoryRelay(
     network: MemoryNetwork,
     streamlit: IProtocolFactory | None,
     settings: WebSocketSettings = WebSocketSettings(),
     logObserver: ILogObserver | None = None,
     metrics: Metrics | None = None,
-) -> BrowserFactory:
+) -> MemoryRelay:
     """The relay's L{BrowserFactory}, in front of C{streamlit} through a L{MemoryUpstream}."""
     metrics = Metrics() if metrics is None else metrics
     upstream = MemoryUpstream(network, streamlit)
     sessions = Sessions(network.reactor, metrics, logObserver)
-    return BrowserFactory(upstream, settings, TrustedProxies(), sessions, logObserver, metrics)
+    relay = MemoryRelay(upstream, settings, TrustedProxies(), sessions, logObserver, metrics)
+    relay.upstream = upstream
+    return relay
 
 
 def connectBrowser(
@@ -244,5 +255,6 @@ __all__ = [
     "MemoryUpstream",
     "connectBrowser",
     "connectThroughSite",
+    "MemoryRelay",
     "memoryRelay",
 ]

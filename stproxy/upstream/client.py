@@ -117,6 +117,7 @@ class Upstream:
         """
         self.reactor = reactor
         self.address = address
+        self.logObserver = logObserver
         self.timeouts = timeouts
         self.tlsPolicy = tlsPolicy if tlsPolicy is not None else BrowserLikePolicyForHTTPS()
         if resolver is None:
@@ -255,11 +256,16 @@ def checkedResponse(response: IResponse) -> IResponse:
             problem = f"{fields} header fields, over {MAX_RESPONSE_HEADERS}"
     if problem is None:
         return response
+    discardResponse(response)
+    raise InvalidResponse(problem)
+
+
+def discardResponse(response: IResponse) -> None:
+    """Read nothing more of C{response}: its connection is closed, not pooled."""
     discard = _Discard()
     response.deliverBody(discard)
     if discard.transport is not None:  # stopping the body closes its connection
         discard.transport.stopProducing()
-    raise InvalidResponse(problem)
 
 
 class _Discard(Protocol):
@@ -289,4 +295,5 @@ __all__ = [
     "ResponseTimeout",
     "Upstream",
     "checkedResponse",
+    "discardResponse",
 ]

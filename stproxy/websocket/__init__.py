@@ -4,6 +4,7 @@ The WebSocket side: Streamlit's C{/_stcore/stream} relayed through Autobahn.
 C{resource} (the twisted.web resource, and the handshakes it refuses before
 Autobahn sees them), C{browser} and C{upstream} (the two
 Autobahn protocols of one relayed WebSocket, and their factories),
+C{options} (the browser leg's Autobahn options, from the settings),
 C{handshake} (the upstream handshake's text), C{relay} (what the two legs
 share once joined: message relay, closes, pings),
 C{valve} (backpressure: a leg is not read while what reading it writes cannot

@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IAddress, ISSLTransport
 from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
@@ -32,6 +32,8 @@ from stproxy.config import WebSocketSettings
 from stproxy.http.headers import Peer, TrustedProxies, forwardingHeaders, withoutHopByHop
 from stproxy.ops.logs import loggerFor
 from stproxy.ops.metrics import Metrics
+from stproxy.routing.route import Pin, Routes
+from stproxy.routing.single import asRoutes
 from stproxy.upstream.client import Upstream
 from stproxy.websocket.handshake import (
     OWN_HANDSHAKE_FIELDS,
@@ -39,12 +41,12 @@ from stproxy.websocket.handshake import (
     parseRequestHead,
     upstreamRequestHead,
 )
+from stproxy.websocket.options import browserLegOptions
 from stproxy.websocket.relay import UPSTREAM_LOST, RelayLeg, join
 from stproxy.websocket.sessions import Sessions
 from stproxy.websocket.upstream import UpstreamFactory, UpstreamProtocol
 
 if TYPE_CHECKING:
-    from autobahn.websocket.compress import PerMessageCompressOffer
     from twisted.internet.interfaces import IDelayedCall
 
 
@@ -70,7 +72,9 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
     #: L{stproxy.websocket.resource.RelayResource}.
     handshake: BrowserHandshake | None = None
 
-    _accept: Deferred[str | None] | None = None
+    _accept: Deferred[str | None | tuple[str | None, dict[str, str]]] | None = None
+    #: Where this browser's session goes (L{stproxy.routing}), once decided.
+    pin: Pin | None = None
     _connecting: Deferred[Any] | None = None
     _deadline: IDelayedCall | None = None
     _upstream: UpstreamProtocol | None = None
@@ -92,7 +96,9 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
         return str(getattr(self.transport.getPeer(), "host", "unknown"))
 
     # Autobahn's annotation leaves out the Deferred it accepts (txaio.as_future).
-    def onConnect(self, request: ConnectionRequest) -> Deferred[str | None]:  # type: ignore[override]
+    def onConnect(  # type: ignore[override]
+        self, request: ConnectionRequest
+    ) -> Deferred[str | None | tuple[str | None, dict[str, str]]]:
         # Behind twisted.web, the lines it parsed (RelayResource); otherwise
         # Autobahn's own copy of the bytes received.
         handshake = self.handshake
@@ -103,10 +109,16 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
             raise denial(400)
         if self.factory.sessions.closing:
             raise denial(503)
-        settings = self.factory.settings
-        upstream = self.factory.upstream
-        address = getattr(self.transport.getPeer(), "host", None)
         secure = ISSLTransport(self.transport, None) is not None
+        pin = self.factory.routes.pinSession(
+            target, headers.getRawHeaders(b"cookie"), secure, request.protocols
+        )
+        if isinstance(pin, int):
+            raise denial(pin)
+        self.pin = pin
+        settings = self.factory.settings
+        upstream = pin.replica.upstream
+        address = getattr(self.transport.getPeer(), "host", None)
         forwarded = forwardingHeaders(
             withoutHopByHop(headers, OWN_HANDSHAKE_FIELDS),
             Peer(address, host, secure),
@@ -129,6 +141,10 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
         self._connecting.addCallbacks(self._connected, self._unreachable)
         return accept
 
+    @property
+    def _where(self) -> str:
+        return "unknown" if self.pin is None else str(self.pin.replica.address)
+
     def _connected(self, protocol: UpstreamProtocol) -> None:
         self._connecting = None
         self._upstream = protocol
@@ -138,9 +154,11 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
         if failure.check(CancelledError) or self._accept is None:
             return
         self.factory.metrics.upstreamConnectErrors.inc()
+        if self.pin is not None and failure.check(ConnectError):
+            self.pin.replica.failed(f"WebSocket connection failed: {failure.getErrorMessage()}")
         self._log.warn(
             "WebSocket upstream {upstream} unreachable for {peer}: {reason}",
-            upstream=str(self.factory.upstream.address),
+            upstream=self._where,
             peer=self._peerName,
             reason=failure.getErrorMessage(),
         )
@@ -151,7 +169,7 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
         self.factory.metrics.upstreamTimeouts.inc()
         self._log.warn(
             "WebSocket upstream {upstream} did not answer {peer} within {timeout} s",
-            upstream=str(self.factory.upstream.address),
+            upstream=self._where,
             peer=self._peerName,
             timeout=self.factory.settings.handshakeTimeout,
         )
@@ -162,7 +180,11 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
         accept = self._accept
         self._upstream = upstream
         self._settle(None)
-        if accept is not None:
+        if accept is None:
+            return
+        if self.pin is not None and self.pin.setCookie is not None:
+            accept.callback((protocol, {"Set-Cookie": self.pin.setCookie.decode("ascii")}))
+        else:
             accept.callback(protocol)
 
     def upstreamRefused(self, status: int | None) -> None:
@@ -171,7 +193,7 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
             return
         self._log.info(
             "WebSocket upstream {upstream} refused {peer} with {status}",
-            upstream=str(self.factory.upstream.address),
+            upstream=self._where,
             peer=self._peerName,
             status=status,
         )
@@ -211,6 +233,8 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
             return
         join(self, upstream)
         self.factory.sessions.started(self, upstream)
+        if self.pin is not None:
+            self.pin.replica.sessionOpened(self)
 
     def shutdown(self) -> None:
         """The proxy is stopping: refuse or close this browser (see L{Sessions.closeAll})."""
@@ -221,18 +245,23 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
                 self.session.closing("proxy", 1001)
             self.closeWith(1001, b"going away")
 
+    def restart(self) -> None:
+        """
+        Its replica is down or gone: close with 1012 "service restart", so
+        the Streamlit frontend reconnects, and is routed to one that is up.
+        """
+        if self.session is not None and self.state == STATE_OPEN:
+            self.session.closing("proxy", UPSTREAM_LOST[0])
+        self.closeWith(*UPSTREAM_LOST)
+        self.abortLater()
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._gone = True
         if self._accept is not None:
             self._settle(denial(503))
+        if self.pin is not None:
+            self.pin.replica.sessionClosed(self)
         super().onClose(wasClean, code, reason)
-
-
-def _acceptDeflate(offers: list[PerMessageCompressOffer]) -> PerMessageDeflateOfferAccept | None:
-    for offer in offers:
-        if isinstance(offer, PerMessageDeflateOffer):
-            return PerMessageDeflateOfferAccept(offer)
-    return None
 
 
 class BrowserFactory(WebSocketServerFactory):
@@ -251,40 +280,22 @@ class BrowserFactory(WebSocketServerFactory):
 
     def __init__(
         self,
-        upstream: Upstream,
+        upstream: Upstream | Routes,
         settings: WebSocketSettings,
         trusted: TrustedProxies,
         sessions: Sessions,
         logObserver: ILogObserver | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        super().__init__(server=None, reactor=upstream.reactor)
-        self.upstream = upstream
+        self.routes = asRoutes(upstream)
+        super().__init__(server=None, reactor=self.routes.reactor)
         self.settings = settings
         self.trusted = trusted
         self.sessions = sessions
         self.logObserver = logObserver
         self.metrics = Metrics() if metrics is None else metrics
-        useReactorTimer(self, upstream.reactor)
-        self.setProtocolOptions(
-            webStatus=False,
-            # Also what a compressed message is inflated to, at most (a
-            # deflate bomb is refused with 1009 at the limit).
-            maxMessagePayloadSize=settings.browserMessageLimit,
-            failByDrop=False,
-            echoCloseCodeReason=True,
-            openHandshakeTimeout=settings.handshakeTimeout + 1.0,
-            autoPingInterval=settings.pingInterval,
-            autoPingTimeout=settings.pingTimeout if settings.pingInterval else 0,
-            perMessageCompressionAccept=(
-                _acceptDeflate if settings.compression else (lambda offers: None)
-            ),
-            # Streamlit decides about Origins, "null" included.
-            allowNullOrigin=True,
-            # The upstream leg speaks 13 (RFC 6455); Autobahn would also
-            # accept the draft version 8.  RelayResource answers 426 first.
-            versions=[13],
-        )
+        useReactorTimer(self, self.routes.reactor)
+        self.setProtocolOptions(**browserLegOptions(settings))
 
     def buildProtocol(self, addr: IAddress | None) -> BrowserProtocol | None:  # type: ignore[override]
         protocol = super().buildProtocol(addr)

@@ -30,6 +30,8 @@ from stproxy.http.headers import TrustedProxies
 from stproxy.http.refusal import refusal, refuse, validHost
 from stproxy.ops.logs import loggerFor
 from stproxy.ops.metrics import Metrics
+from stproxy.routing.route import Routes
+from stproxy.routing.single import asRoutes
 from stproxy.upstream.client import Upstream
 from stproxy.websocket.browser import BrowserFactory
 from stproxy.websocket.handshake import receivedHandshake
@@ -40,7 +42,7 @@ WEBSOCKET_VERSION = b"13"
 
 
 def webSocketResource(
-    upstream: Upstream,
+    upstream: Upstream | Routes,
     settings: WebSocketSettings,
     trusted: TrustedProxies,
     logObserver: ILogObserver | None = None,
@@ -48,7 +50,8 @@ def webSocketResource(
 ) -> RelayResource:
     """
     A resource that takes over any request carrying C{Upgrade: websocket}
-    and relays it to the same path on C{upstream}.
+    and relays it to the same path on the replica of the app that
+    L{stproxy.routing} chooses (C{upstream}: the apps, or one server).
 
     It does not look at the path: render it only for upgrade requests (any
     other request gets 426).
@@ -58,9 +61,10 @@ def webSocketResource(
     @param metrics: where sessions, messages and bytes are counted.
     """
     metrics = Metrics() if metrics is None else metrics
-    reactor: IReactorTime = upstream.reactor
+    routes = asRoutes(upstream)
+    reactor: IReactorTime = routes.reactor
     sessions = Sessions(reactor, metrics, logObserver)
-    factory = BrowserFactory(upstream, settings, trusted, sessions, logObserver, metrics)
+    factory = BrowserFactory(routes, settings, trusted, sessions, logObserver, metrics)
     return RelayResource(factory)
 
 

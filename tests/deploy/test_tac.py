@@ -20,7 +20,7 @@ LOAD_TAC = textwrap.dedent(
     application = loadApplication("deploy/stproxy.tac", "python")
     [proxy] = list(IServiceCollection(application))
     print("TAC", isinstance(proxy, ProxyService), [e.description for e in proxy.endpoints],
-          str(proxy.upstream.address))
+          ", ".join(str(r.address) for route in proxy.routes.routes for r in route.replicas.replicas.values()))
     """
 )
 
