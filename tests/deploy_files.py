@@ -17,7 +17,7 @@ import shlex
 import ssl
 import urllib.error
 import urllib.request
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import yaml
@@ -26,7 +26,16 @@ from harness import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
+#: The compose files with one Streamlit container, reached by name through the seed variables.
 COMPOSE_FILES = ["compose.yaml", "compose.tls.yaml"]
+#: Three Streamlit replicas, found by stproxy through Docker's DNS (``--upstream-dns``).
+REPLICAS_COMPOSE_FILE = "compose.replicas.yaml"
+ALL_COMPOSE_FILES = [*COMPOSE_FILES, REPLICAS_COMPOSE_FILE]
+#: The variables the compose files require (``${VAR:?...}``), as a user would export them.
+COMPOSE_VARIABLES = {"STREAMLIT_COOKIE_SECRET": "0123456789abcdef0123456789abcdef"}
+
+#: The namespace the Kubernetes command lines are expanded for (``$(POD_NAMESPACE)``).
+K8S_NAMESPACE = "default"
 
 
 # --------------------------------------------------------------------- command lines and values
@@ -166,6 +175,63 @@ def k8s_objects() -> dict[tuple[str, str], dict]:
         for doc in load_yaml(path):
             objects[(doc["kind"], doc["metadata"]["name"])] = doc
     return objects
+
+
+def k8s_env(container: dict, namespace: str = K8S_NAMESPACE) -> dict[str, str]:
+    """
+    The container's ``env`` as the kubelet sets it, for the entries that need no cluster:
+    literal values, and the downward API's ``metadata.namespace`` (as ``namespace``). Values
+    from Secrets and ConfigMaps are left out (``k8s_env_sources`` shows where they come from).
+    """
+    env = {}
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = str(entry["value"])
+        else:
+            field = entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            if field == "metadata.namespace":
+                env[entry["name"]] = namespace
+    return env
+
+
+def k8s_env_sources(container: dict) -> dict[str, dict]:
+    """{name: valueFrom} of the container's variables that come from elsewhere."""
+    return {e["name"]: e["valueFrom"] for e in container.get("env", []) if "valueFrom" in e}
+
+
+def k8s_expand(arg: str, env: dict[str, str]) -> str:
+    """
+    Kubernetes' expansion of ``$(VAR)`` in ``command`` and ``args``: a variable the container
+    defines is replaced, an unknown one stays as written, and ``$$`` is a literal ``$``.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", replace, arg)
+
+
+def secret_mount(pod: dict, container: dict, path: str) -> tuple[dict, dict, str]:
+    """
+    The read-only mount, Secret volume and Secret key behind the file ``path`` in ``container``:
+    (mount, the volume's ``secret``, key). Fails when no Secret volume is mounted over ``path``.
+    """
+    file = PurePosixPath(path)
+    for mount in container.get("volumeMounts", []):
+        if file.parent != PurePosixPath(mount["mountPath"]):
+            continue
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert "secret" in volume, f"{path}: the volume {volume['name']!r} is not a Secret"
+        secret = volume["secret"]
+        items = secret.get("items")
+        if items is None:
+            return mount, secret, file.name
+        key = next((item["key"] for item in items if item["path"] == file.name), None)
+        assert key is not None, f"{path}: no item of the Secret {secret['secretName']!r} is there"
+        return mount, secret, key
+    raise AssertionError(f"no volume is mounted at {file.parent} for {path}")
 
 
 def container_port(container: dict, port: int | str) -> int:
@@ -323,13 +389,15 @@ def command_lines() -> Iterator[tuple[str, list[str], dict[str, str]]]:
     image_env = dockerfile_env(instructions, BASE_IMAGE_PATH)
     seed = {k: v for k, v in image_env.items() if k in ("STREAMLIT_HOST", "STREAMLIT_PORT", "PROXY_HOST", "PROXY_PORT")}
     yield "Dockerfile CMD", json.loads(only(instructions, "CMD")), seed
-    for name in COMPOSE_FILES:
+    for name in ALL_COMPOSE_FILES:
         (doc,) = load_yaml(DEPLOY / name)
         proxy = doc["services"]["proxy"]
         yield name, as_list(proxy["command"]), {**seed, **compose_env(proxy)}
     objects = k8s_objects()
     container = objects[("Deployment", "stproxy")]["spec"]["template"]["spec"]["containers"][0]
-    yield "kubernetes/stproxy.yaml", container["args"], {**seed, **{e["name"]: e["value"] for e in container["env"]}}
+    env = k8s_env(container)
+    args = [k8s_expand(arg, env) for arg in container["args"]]
+    yield "kubernetes/stproxy.yaml", args, {**seed, **env}
     unit = read_unit(DEPLOY / "stproxy.service")
     env = unit_environment(unit)
     yield "stproxy.service", exec_start_args(unit, env), env

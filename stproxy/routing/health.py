@@ -51,6 +51,7 @@ class HealthCheck:
         self._loop.clock = self._reactor
         self._inFlight: Deferred[None] | None = None
         self.failures = 0
+        self._mismatchTold = False
 
     def start(self) -> None:
         """Check now, then every interval."""
@@ -78,12 +79,33 @@ class HealthCheck:
         return readBody(response).addCallback(lambda _: response.code)
 
     def _answered(self, code: int) -> None:
+        """
+        A 404 is what a Streamlit whose C{server.baseUrlPath} is not the
+        route's prefix answers: said once, plainly, as the first check runs
+        at start-up.
+        """
         self._inFlight = None
+        path = self.path.decode("latin-1")
         if code == 200:
             self.failures = 0
-            self.replica.passed(f"{self.path.decode('latin-1')} answered 200")
-        else:
-            self._failedWith(f"{self.path.decode('latin-1')} answered {code}")
+            self.replica.passed(f"{path} answered 200")
+            return
+        if code == 404 and not self._mismatchTold:
+            self._mismatchTold = True
+            route = self.replica.route
+            hint = (
+                "does its Streamlit have a server.baseUrlPath? Route it with --route /PATH=..."
+                if route == "/"
+                else f"is its Streamlit running with --server.baseUrlPath={route.strip('/')}?"
+            )
+            self.replica.log.error(
+                "Replica {replica} of {route} answers 404 at {path}: {hint}",
+                replica=str(self.replica.address),
+                route=route,
+                path=path,
+                hint=hint,
+            )
+        self._failedWith(f"{path} answered {code}")
 
     def _failed(self, failure: Failure) -> None:
         self._inFlight = None

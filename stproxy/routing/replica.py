@@ -57,6 +57,7 @@ class Replica:
     @ivar upstream: the client that reaches it (its own pool and address).
     @ivar state: L{UP}, L{DOWN} or L{DRAINING}.
     @ivar sessions: the browser legs of the WebSocket sessions open on it.
+    @ivar log: where its state changes are logged.
     """
 
     def __init__(
@@ -81,7 +82,7 @@ class Replica:
         #: Called once a draining replica has no session left (L{ReplicaSet}).
         self.drained: Callable[[Replica], None] | None = None
         self._metrics = metrics
-        self._log = log
+        self.log = log
         metrics.up(self, state == UP)
         metrics.sessions(self, 0)
 
@@ -138,7 +139,7 @@ class Replica:
     def _become(self, state: str, why: str) -> None:
         self.state = state
         self._metrics.up(self, state == UP)
-        self._log.info(
+        self.log.info(
             "Replica {replica} of {route} is {state} ({why})",
             replica=str(self.address),
             route=self.route,

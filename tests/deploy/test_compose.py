@@ -1,20 +1,27 @@
 """
-The compose files (``deploy/compose.yaml``, ``deploy/compose.tls.yaml``): the services, ports,
-health checks, grace periods and certificate mount stproxy needs, and ``docker compose config``
-where Docker Compose is installed.
+The compose files (``deploy/compose.yaml``, ``deploy/compose.tls.yaml``,
+``deploy/compose.replicas.yaml``): the services, ports, health checks, grace periods and
+certificate mount stproxy needs, three Streamlit replicas found through Docker's DNS with one
+cookie secret, and ``docker compose config`` where Docker Compose is installed.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 
 from deploy_files import (
+    ALL_COMPOSE_FILES,
     COMPOSE_FILES,
+    COMPOSE_VARIABLES,
     DEPLOY,
+    REPLICAS_COMPOSE_FILE,
     as_list,
     compose_duration,
     compose_env,
@@ -33,9 +40,17 @@ def compose_file(request) -> Path:
     return DEPLOY / request.param
 
 
-def test_compose_services(compose_file: Path) -> None:
-    """Both compose files: the streamlit and proxy services as SEED-README's example has them."""
-    (doc,) = load_yaml(compose_file)
+@pytest.fixture(params=ALL_COMPOSE_FILES)
+def any_compose_file(request) -> Path:
+    return DEPLOY / request.param
+
+
+def test_compose_services(any_compose_file: Path) -> None:
+    """
+    Every compose file: the streamlit and proxy services as SEED-README's example has them,
+    Streamlit reached through stproxy only, health checks, and a drain within the grace period.
+    """
+    (doc,) = load_yaml(any_compose_file)
     services = doc["services"]
     assert set(services) == {"streamlit", "proxy"}
 
@@ -49,9 +64,6 @@ def test_compose_services(compose_file: Path) -> None:
     assert healthcheck_url(as_list(streamlit["healthcheck"]["test"])) == (8501, "/_stcore/health")
 
     proxy = services["proxy"]
-    env = compose_env(proxy)
-    assert env["STREAMLIT_HOST"] == "streamlit"
-    assert env.get("STREAMLIT_PORT", "8501") == "8501"
     assert proxy["depends_on"]["streamlit"]["condition"] == "service_healthy"
 
     command = as_list(proxy["command"])
@@ -65,9 +77,68 @@ def test_compose_services(compose_file: Path) -> None:
 
     for service in services.values():
         build = service["build"]
-        context = (compose_file.parent / build["context"]).resolve()
+        context = (any_compose_file.parent / build["context"]).resolve()
         assert context == PROJECT_ROOT
         assert (context / build["dockerfile"]).is_file()
+
+
+def test_compose_single_upstream(compose_file: Path) -> None:
+    """The one-replica compose files name Streamlit through the seed variables."""
+    (doc,) = load_yaml(compose_file)
+    env = compose_env(doc["services"]["proxy"])
+    assert env["STREAMLIT_HOST"] == "streamlit"
+    assert env.get("STREAMLIT_PORT", "8501") == "8501"
+    assert flag_values(as_list(doc["services"]["proxy"]["command"]), "--upstream-dns") == []
+
+
+def test_compose_replicas() -> None:
+    """
+    The replicas compose file runs three Streamlit containers and stproxy finds them with
+    --upstream-dns streamlit:8501 asking Docker's embedded DNS server (127.0.0.11), which
+    answers the service name with one A record per container; the proxy is published on 8500.
+    """
+    (doc,) = load_yaml(DEPLOY / REPLICAS_COMPOSE_FILE)
+    streamlit, proxy = doc["services"]["streamlit"], doc["services"]["proxy"]
+    assert streamlit["deploy"]["replicas"] == 3
+    assert "container_name" not in streamlit, "a fixed name allows one container only"
+
+    command = as_list(proxy["command"])
+    (upstream,) = flag_values(command, "--upstream-dns")
+    assert upstream == "streamlit:8501"
+    assert flag_value(command, "--resolver") in ("127.0.0.11", "127.0.0.11:53")
+    assert not {"STREAMLIT_HOST", "STREAMLIT_PORT"} & set(compose_env(proxy))
+    assert [str(p) for p in proxy["ports"]] == ["8500:8500"]
+
+
+def test_compose_replicas_share_secrets() -> None:
+    """
+    Every Streamlit replica gets the same cookie secret from a variable that has no default
+    (a default written in the file would be everyone's secret), and stproxy reads its affinity
+    key from a compose secret whose file is git-ignored.
+    """
+    (doc,) = load_yaml(DEPLOY / REPLICAS_COMPOSE_FILE)
+    streamlit, proxy = doc["services"]["streamlit"], doc["services"]["proxy"]
+    cookie = compose_env(streamlit)["STREAMLIT_SERVER_COOKIE_SECRET"]
+    match = re.fullmatch(r"\$\{(\w+):?\?[^}]*\}", cookie)
+    assert match, f"{cookie!r}: not ${{VAR:?message}}, a required variable"
+    assert match.group(1) in COMPOSE_VARIABLES
+
+    # Compose mounts a service's secret SOURCE (short form) or {source, target} at
+    # /run/secrets/TARGET (TARGET defaults to SOURCE).
+    path = PurePosixPath(flag_value(as_list(proxy["command"]), "--affinity-secret-file"))
+    assert path.parent == PurePosixPath("/run/secrets")
+    mounted = {}  # target: source
+    for secret in proxy["secrets"]:
+        if isinstance(secret, str):
+            secret = {"source": secret}
+        mounted[secret.get("target", secret["source"])] = secret["source"]
+    assert path.name in mounted, f"no secret is mounted at {path}"
+    key_file = doc["secrets"][mounted[path.name]]["file"]
+    if shutil.which("git") is None or not (PROJECT_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    relative = (DEPLOY / key_file).resolve().relative_to(PROJECT_ROOT)
+    result = subprocess.run(["git", "check-ignore", "-q", str(relative)], cwd=PROJECT_ROOT)
+    assert result.returncode == 0, f"{relative} is not git-ignored"
 
 
 def test_compose_plain_ports() -> None:
@@ -138,19 +209,65 @@ def _compose_command() -> list[str] | None:
     return None
 
 
-def test_compose_config(compose_file: Path) -> None:
-    """``docker compose -f FILE config`` (no engine needed) accepts the file."""
+def _compose_config(
+    compose: list[str], compose_file: Path, environ: dict[str, str]
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        compose + ["-f", str(compose_file), "config"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=environ,
+        timeout=60,
+    )
+
+
+def _needs_compose() -> list[str]:
     command = _compose_command()
     if command is None:
         pytest.skip(
             "no Docker Compose here: `docker compose` (the CLI plugin) is not installed and"
             " neither is `docker-compose`"
         )
-    result = subprocess.run(
-        command + ["-f", str(compose_file), "config", "-q"],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        timeout=60,
+    return command
+
+
+def _without_compose_variables() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in COMPOSE_VARIABLES}
+
+
+def test_compose_config(any_compose_file: Path) -> None:
+    """
+    ``docker compose -f FILE config`` (no engine needed) accepts the file, with the variables
+    it requires set as its header says to.
+    """
+    result = _compose_config(
+        _needs_compose(), any_compose_file, {**_without_compose_variables(), **COMPOSE_VARIABLES}
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_replicas_config() -> None:
+    """
+    Docker Compose's own reading of the replicas file: three streamlit replicas, each with the
+    exported cookie secret, and stproxy's --upstream-dns/--resolver/--affinity-secret-file; and
+    it refuses to run without the cookie secret rather than fall back on a default.
+    """
+    compose = _needs_compose()
+    compose_file = DEPLOY / REPLICAS_COMPOSE_FILE
+    environ = {**_without_compose_variables(), **COMPOSE_VARIABLES}
+    result = _compose_config(compose, compose_file, environ)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (doc,) = [d for d in yaml.safe_load_all(result.stdout) if d]
+    streamlit, proxy = doc["services"]["streamlit"], doc["services"]["proxy"]
+    assert streamlit["deploy"]["replicas"] == 3
+    cookie = compose_env(streamlit)["STREAMLIT_SERVER_COOKIE_SECRET"]
+    assert cookie == COMPOSE_VARIABLES["STREAMLIT_COOKIE_SECRET"]
+    command = as_list(proxy["command"])
+    assert flag_values(command, "--upstream-dns") == ["streamlit:8501"]
+    assert flag_value(command, "--resolver") in ("127.0.0.11", "127.0.0.11:53")
+    assert flag_value(command, "--affinity-secret-file") is not None
+
+    unset = _compose_config(compose, compose_file, _without_compose_variables())
+    assert unset.returncode != 0
+    assert "STREAMLIT_COOKIE_SECRET" in unset.stdout + unset.stderr

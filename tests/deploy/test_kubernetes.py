@@ -1,10 +1,13 @@
 """
 The Kubernetes manifests (``deploy/kubernetes/``): hardened pods, Services that reach them,
-probes, grace periods and the certificate Secret, and ``kubectl kustomize`` where installed.
+probes, grace periods and the certificate Secret; three Streamlit replicas behind a headless
+Service that two stproxy pods discover, sharing the affinity key and Streamlit's cookie secret
+through Secrets; and ``kubectl kustomize`` where installed.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import PurePosixPath
@@ -18,10 +21,20 @@ from deploy_files import (
     endpoint_port,
     flag_value,
     flag_values,
+    k8s_env,
+    k8s_env_sources,
     k8s_objects,
+    secret_mount,
     shutdown_timeout,
 )
 from stproxy.edge.descriptors import descriptorsFor
+
+#: How long CoreDNS may keep answering with a deleted pod's address (the kubernetes plugin's
+#: default TTL), before stproxy's next discovery sees it gone.
+DNS_TTL = 5
+
+#: Seconds Streamlit needs to exit after SIGTERM (it stops at once; this is the margin).
+STREAMLIT_EXIT = 5
 
 
 def check_hardened_pod(pod: dict) -> None:
@@ -36,6 +49,52 @@ def check_hardened_pod(pod: dict) -> None:
         assert sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"]
         assert {"requests", "limits"} <= set(container["resources"])
+
+
+def pre_stop_sleep(container: dict) -> float:
+    """The seconds a container's preStop hook sleeps (``sleep:`` or ``exec: sleep N``)."""
+    pre_stop = container["lifecycle"]["preStop"]
+    if "sleep" in pre_stop:
+        return float(pre_stop["sleep"]["seconds"])
+    command = pre_stop["exec"]["command"]
+    assert command[0] == "sleep"
+    return float(command[1])
+
+
+def discovery_interval(args: list[str]) -> float:
+    """stproxy's --discovery-interval in ``args``, else its default (from its optParameters)."""
+    value = flag_value(args, "--discovery-interval")
+    if value is not None:
+        return float(value)
+    from stproxy.tap import Options
+
+    for option, _short, default, _doc in Options.optParameters:
+        if option == "discovery-interval":
+            return float(default)
+    raise AssertionError("stproxy has no --discovery-interval option with a default")
+
+
+def pod_of(deployment: dict) -> tuple[dict, dict]:
+    """The Deployment's pod spec and its one container."""
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+def services_selecting(objects: dict, deployment: dict) -> list[dict]:
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    return [
+        obj
+        for (kind, _name), obj in objects.items()
+        if kind == "Service" and obj["spec"].get("selector", {}).items() <= labels.items()
+    ]
+
+
+def upstream_dns(args: list[str]) -> tuple[str, int]:
+    """The NAME and PORT of stproxy's one --upstream-dns NAME:PORT (or http://NAME:PORT)."""
+    (value,) = flag_values(args, "--upstream-dns")
+    name, _, port = value.removeprefix("http://").rpartition(":")
+    return name, int(port)
 
 
 def check_service_targets(service: dict, deployment: dict) -> dict[int, int]:
@@ -54,21 +113,54 @@ def check_service_targets(service: dict, deployment: dict) -> dict[int, int]:
 
 def test_kubernetes_streamlit() -> None:
     """
-    The Streamlit Deployment is hardened, reached by its Service on 8501 with ClientIP affinity,
-    and probed on /_stcore/health.
+    The Streamlit Deployment is hardened, runs three replicas on 8501 rolled one at a time, and
+    is probed on /_stcore/health (readiness is what puts a pod in the headless Service's DNS).
     """
     objects = k8s_objects()
-    deployment, service = objects[("Deployment", "streamlit")], objects[("Service", "streamlit")]
-    pod = deployment["spec"]["template"]["spec"]
+    deployment = objects[("Deployment", "streamlit")]
+    pod, container = pod_of(deployment)
     check_hardened_pod(pod)
-    (container,) = pod["containers"]
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert "--server.port=8501" in container["command"] + container.get("args", [])
-    assert check_service_targets(service, deployment) == {8501: 8501}
     for probe in ("readinessProbe", "livenessProbe"):
         get = container[probe]["httpGet"]
         assert (get["path"], container_port(container, get["port"])) == ("/_stcore/health", 8501)
-    # Several replicas need every request of a session on one replica (README, "Several Streamlit replicas").
-    assert service["spec"]["sessionAffinity"] == "ClientIP"
+    # Voluntary evictions leave at least two replicas.
+    budget = objects[("PodDisruptionBudget", "streamlit")]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"].get("maxUnavailable") == 1 or budget["spec"].get("minAvailable") == 2
+
+
+def test_kubernetes_streamlit_headless_service() -> None:
+    """
+    The Streamlit pods are reached only through a headless Service (clusterIP None, ready pods
+    only) exposing 8501: its name resolves to one A record per ready pod, and no virtual IP
+    balances a session's requests across replicas behind stproxy's back.
+    """
+    objects = k8s_objects()
+    deployment = objects[("Deployment", "streamlit")]
+    (service,) = services_selecting(objects, deployment)
+    assert service["metadata"]["name"] == "streamlit-replicas"
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"].get("publishNotReadyAddresses", False) is False
+    assert check_service_targets(service, deployment) == {8501: 8501}
+
+
+def test_kubernetes_streamlit_cookie_secret() -> None:
+    """
+    Every Streamlit replica gets the same server.cookieSecret, as STREAMLIT_SERVER_COOKIE_SECRET
+    from the Secret streamlit-cookie-secret (never a value written in the manifest).
+    """
+    _pod, container = pod_of(k8s_objects()[("Deployment", "streamlit")])
+    assert "STREAMLIT_SERVER_COOKIE_SECRET" not in k8s_env(container)
+    source = k8s_env_sources(container)["STREAMLIT_SERVER_COOKIE_SECRET"]
+    assert source["secretKeyRef"]["name"] == "streamlit-cookie-secret"
+    assert source["secretKeyRef"]["key"] == "cookieSecret"
+    assert source["secretKeyRef"].get("optional", False) is False, "one replica's own secret"
+    words = container["command"] + container.get("args", [])
+    assert not any("cookieSecret" in word for word in words)
 
 
 def test_kubernetes_stproxy() -> None:
@@ -79,16 +171,13 @@ def test_kubernetes_stproxy() -> None:
     """
     objects = k8s_objects()
     deployment, service = objects[("Deployment", "stproxy")], objects[("Service", "stproxy")]
-    pod = deployment["spec"]["template"]["spec"]
+    pod, container = pod_of(deployment)
     check_hardened_pod(pod)
-    (container,) = pod["containers"]
     args = container["args"]
-    env = {e["name"]: e["value"] for e in container["env"]}
 
-    # The upstream is the streamlit Service.
-    streamlit_service = objects[("Service", "streamlit")]
-    assert env["STREAMLIT_HOST"] == streamlit_service["metadata"]["name"]
-    assert int(env["STREAMLIT_PORT"]) in {p["port"] for p in streamlit_service["spec"]["ports"]}
+    # The upstream is found through DNS (test_kubernetes_stproxy_discovers_the_replicas), not
+    # the seed variables.
+    assert not {"STREAMLIT_HOST", "STREAMLIT_PORT"} & set(k8s_env(container))
 
     # Listeners: TLS on 8443 and plain HTTP on 8500, both behind the Service.
     listens = flag_values(args, "--listen")
@@ -104,13 +193,7 @@ def test_kubernetes_stproxy() -> None:
         assert (get["path"], container_port(container, get["port"])) == (path, admin_port)
 
     # SIGTERM comes after preStop; the drain must end before the grace period does.
-    pre_stop = container["lifecycle"]["preStop"]
-    if "sleep" in pre_stop:
-        sleep = float(pre_stop["sleep"]["seconds"])
-    else:
-        command = pre_stop["exec"]["command"]
-        assert command[0] == "sleep"
-        sleep = float(command[1])
+    sleep = pre_stop_sleep(container)
     assert 1 <= sleep <= 15
     grace = pod["terminationGracePeriodSeconds"]
     assert grace > sleep + shutdown_timeout(args)
@@ -126,6 +209,101 @@ def test_kubernetes_stproxy() -> None:
     assert mode & 0o007 == 0 or mode == 0o644  # not world-readable unless Kubernetes' default
     if mode & 0o004 == 0:
         assert pod["securityContext"].get("fsGroup") == pod["securityContext"]["runAsGroup"]
+
+
+def test_kubernetes_stproxy_discovers_the_replicas() -> None:
+    """
+    Two stproxy pods find the Streamlit pods with --upstream-dns naming the headless Service
+    and its port: the name in full (stproxy's resolver applies no resolv.conf search list),
+    with the pod's own namespace from the downward API, or the Service's short name. The
+    stproxy Service needs no ClientIP affinity, as the cookie routes through either pod.
+    """
+    objects = k8s_objects()
+    deployment = objects[("Deployment", "stproxy")]
+    assert deployment["spec"]["replicas"] == 2
+    pod, container = pod_of(deployment)
+    (headless,) = services_selecting(objects, objects[("Deployment", "streamlit")])
+
+    name, port = upstream_dns(container["args"])
+    assert port in {p["port"] for p in headless["spec"]["ports"]}
+    service, _, rest = name.partition(".")
+    assert service == headless["metadata"]["name"]
+    if rest:
+        match = re.fullmatch(r"\$\((\w+)\)\.svc\.([a-z0-9.-]+)", rest)
+        assert match, f"{name}: not SERVICE.$(NAMESPACE_VARIABLE).svc.CLUSTER_DOMAIN"
+        variable = match.group(1)
+        # Kubernetes expands $(VAR) only for variables the container defines.
+        source = k8s_env_sources(container).get(variable)
+        assert source == {"fieldRef": {"fieldPath": "metadata.namespace"}}, f"$({variable})"
+    interval = discovery_interval(container["args"])
+    assert 0 < interval <= 10
+
+    stproxy_service = objects[("Service", "stproxy")]
+    assert stproxy_service["spec"].get("sessionAffinity", "None") == "None"
+
+
+def test_kubernetes_stproxy_affinity_secret() -> None:
+    """
+    Both stproxy pods sign the affinity cookie with one key: --affinity-secret-file names a file
+    of a read-only, not world-readable volume from the Secret stproxy-affinity, key `secret`.
+    """
+    deployment = k8s_objects()[("Deployment", "stproxy")]
+    pod, container = pod_of(deployment)
+    path = flag_value(container["args"], "--affinity-secret-file")
+    assert path is not None and PurePosixPath(path).is_absolute()
+    mount, secret, key = secret_mount(pod, container, path)
+    assert mount["readOnly"] is True and "subPath" not in mount
+    assert (secret["secretName"], key) == ("stproxy-affinity", "secret")
+    assert secret.get("optional", False) is False, "without it each pod would pick its own key"
+    mode = secret.get("defaultMode", 0o644)
+    assert mode & 0o007 == 0, "the affinity key is not world-readable"
+    assert pod["securityContext"].get("fsGroup") == pod["securityContext"]["runAsGroup"]
+
+
+def test_kubernetes_replica_drain_ends_before_streamlit_stops() -> None:
+    """
+    A deleted Streamlit pod keeps serving (its preStop sleep) until stproxy has seen it leave
+    DNS (the record's TTL, then one --discovery-interval) and its --replica-drain-timeout has
+    run out, so its WebSockets end with stproxy's 1012 rather than a cut; and it exits within
+    its terminationGracePeriodSeconds.
+    """
+    objects = k8s_objects()
+    _pod, proxy = pod_of(objects[("Deployment", "stproxy")])
+    streamlit_pod, streamlit = pod_of(objects[("Deployment", "streamlit")])
+    args = proxy["args"]
+    drain = flag_value(args, "--replica-drain-timeout")
+    assert drain is not None, "say the drain timeout where the Streamlit grace period depends on it"
+    interval = discovery_interval(args)
+    sleep = pre_stop_sleep(streamlit)
+    grace = streamlit_pod["terminationGracePeriodSeconds"]
+    assert 0 < float(drain) and DNS_TTL + interval + float(drain) <= sleep
+    assert sleep + STREAMLIT_EXIT <= grace
+
+
+def test_kubernetes_secrets_are_documented() -> None:
+    """
+    Every Secret the pods use is created by a command the manifests' comments spell out (the
+    manifests hold no secret themselves).
+    """
+    objects = k8s_objects()
+    assert not [name for kind, name in objects if kind == "Secret"], "secret values committed"
+    used = set()
+    for (kind, _name), deployment in objects.items():
+        if kind != "Deployment":
+            continue
+        pod, container = pod_of(deployment)
+        used |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        sources = k8s_env_sources(container).values()
+        used |= {s["secretKeyRef"]["name"] for s in sources if "secretKeyRef" in s}
+    assert used == {"stproxy-tls", "stproxy-affinity", "streamlit-cookie-secret"}
+    comments = "\n".join(
+        line.lstrip("# ")
+        for path in KUBERNETES.glob("*.yaml")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.lstrip().startswith("#")
+    )
+    for secret in used:
+        assert re.search(rf"kubectl create secret (?:tls|generic) {secret}\b", comments), secret
 
 
 def test_kubernetes_stproxy_caps_connections_within_its_memory_and_descriptors() -> None:
