@@ -28,6 +28,7 @@ setup(
         "service-identity>=26.1",
         "pyOpenSSL>=26.4",
         "prometheus_client>=0.20",
+        "bcrypt>=4",
     ],
     extras_require={
         "demo": ["streamlit>=1.67"],

@@ -27,10 +27,12 @@ How a proxy comes to be::
 The top level:
 
 - C{config}: the frozen, typed configuration, and C{ConfigError};
-- C{parse}, C{parsetls}, C{parseroutes}: command-line text into
-  configuration (general, TLS, routing), with the one-line error messages;
+- C{parse}, C{parsetls}, C{parseroutes}, C{parseauth}: command-line text
+  into configuration (general, TLS, routing, authentication), with the
+  one-line error messages;
 - C{tap}: the options and C{makeService} (the twistd plugin);
-- C{assembly}: C{assemble(config, reactor)}, the only place parts are wired;
+- C{assembly}: C{assemble(config, reactor)}, the only place parts are wired
+  (with C{assembleapps}: the routes, replicas and authentication);
 - C{service}: the root service and its graceful stop;
 - C{reactor}: the type of the reactor a proxy runs on, for annotations;
 - C{api}: L{StreamlitProxy} for asyncio programs; C{__main__}: C{python -m stproxy};
@@ -49,6 +51,8 @@ The packages, each with a docstring of its own:
   reaches it;
 - C{routing}: apps by prefix, their replicas, affinity, health checks,
   discovery;
+- C{auth}: who a request is from: password files, forward auth, client
+  certificates, and the identity headers Streamlit reads as C{st.user};
 - C{ops}: drain, metrics, admin, logs, signals.
 """
 

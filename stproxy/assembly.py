@@ -17,18 +17,19 @@ The tree::
       admin         admin listener     only with --admin
       redirect-http redirect listener  only with --redirect-http
       tls           TLSService         certificate reload, SIGHUP
+      auth          AuthService        only with authentication: password files
+                                       reloaded, the auth service's pool closed
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
-from twisted.web.iweb import IPolicyForHTTPS
 
+from stproxy.assembleapps import appAuth, appRouting, describeUpstreams
 from stproxy.config import Config
 from stproxy.edge.certificates import ServerCertificate
 from stproxy.edge.connections import ConnectionLimit, LimitedEndpoint
@@ -44,17 +45,7 @@ from stproxy.ops.admin import adminSite
 from stproxy.ops.drain import Drain
 from stproxy.ops.logs import publisherAt
 from stproxy.ops.metrics import Metrics
-from stproxy.routing.affinity import Affinity, randomSecret
-from stproxy.routing.discovery import DNSDiscovery, dnsResolver
-from stproxy.routing.metrics import ReplicaMetrics
-from stproxy.routing.replicaset import ReplicaSet
-from stproxy.routing.route import Route, Routes
-from stproxy.routing.service import Membership, RoutingService
-from stproxy.routing.settings import RouteSpec
 from stproxy.service import PUBLIC_LISTENER_PREFIX, REDIRECT_LISTENER, ProxyService
-from stproxy.upstream.address import UpstreamAddress
-from stproxy.upstream.client import Upstream
-from stproxy.upstream.tls import upstreamPolicy
 from stproxy.websocket.resource import webSocketResource
 
 if TYPE_CHECKING:
@@ -81,8 +72,9 @@ def assemble(
     """
     log = publisherAt(config.logging.level, config.logging.format)
     metrics = Metrics()
-    routing = _routing(config, reactor, metrics, log)
+    routing = appRouting(config, reactor, metrics, log)
     routes = routing.routes
+    gate, auth = appAuth(config, reactor, metrics, log)
     metrics.upstreamHealthy.set_function(lambda: 1 if routes.ready() else 0)
     relay = webSocketResource(routes, config.websocket, config.trusted, log, metrics)
     site = buildSite(
@@ -95,6 +87,8 @@ def assemble(
         hsts=config.tls.hsts,
         maxHeaderSize=config.maxHeaderSize,
         limits=config.clients,
+        gate=gate,
+        identity=config.auth.identity,
     )
     drain = Drain(reactor, metrics, log)
     events = Logger("stproxy.access", None, log) if config.logging.format == "json" else None
@@ -125,77 +119,18 @@ def assemble(
     )
     DescriptorLimit(requested, connections.resize, log, raiseSoftLimit).setServiceParent(service)
     routing.setServiceParent(service)
+    if auth is not None:
+        auth.setServiceParent(service)
     for number, endpoint in enumerate(endpoints):
         name = f"{PUBLIC_LISTENER_PREFIX}{number}"
         listeningService(endpoint, site, name).setServiceParent(service)
     _addOperations(service, config, reactor, metrics, log)
     _addRedirect(service, config, reactor, certificates, connections, log)
-    insecure = _describe(config.routes) if config.tls.upstreamInsecure else None
+    insecure = describeUpstreams(config.routes) if config.tls.upstreamInsecure else None
     TLSService(reactor, certificates, config.tls.reloadInterval, log, insecure).setServiceParent(
         service
     )
     return service
-
-
-def _routing(
-    config: Config, reactor: ProxyReactor, metrics: Metrics, log: ILogObserver
-) -> RoutingService:
-    """
-    The apps and their replicas: each replica a client of its own
-    (L{Upstream}), each app's set checked and, for its DNS names, discovered.
-    """
-    policy = _upstreamPolicy(config, log)
-    settings = config.replicas
-    replicaMetrics = ReplicaMetrics(metrics)
-    logger = Logger("stproxy.routing", None, log)
-    secret = settings.secret if settings.secret is not None else randomSecret()
-    resolver = None
-
-    def connect(address: UpstreamAddress) -> Upstream:
-        return Upstream(reactor, address, config.timeouts, tlsPolicy=policy, logObserver=log)
-
-    routes = []
-    discoveries = []
-    for spec in config.routes:
-        # --health-path is the root app's (a Streamlit with a baseUrlPath behind --upstream).
-        healthPath = config.operations.healthPath if spec.prefix == "/" else spec.healthPath
-        replicas = ReplicaSet(
-            spec.prefix,
-            reactor,
-            connect,
-            healthPath,
-            config.operations.healthInterval,
-            settings.drainTimeout,
-            replicaMetrics,
-            logger,
-        )
-        for address in spec.upstreams:
-            replicas.add(address)
-        affinity = Affinity(settings.cookie, secret, spec.prefix)
-        routes.append(Route(spec.prefix, replicas, affinity, replicaMetrics, logger, spec.sticky))
-        membership = Membership(replicas, spec.upstreams)
-        for name in spec.discover:
-            resolver = resolver or dnsResolver(reactor, settings.resolver)
-            found = partial(membership.found, name)
-            interval = settings.discoveryInterval
-            discoveries.append(DNSDiscovery(reactor, name.host, interval, found, resolver, log))
-    return RoutingService(Routes(routes, reactor), discoveries, logger, settings.secret is not None)
-
-
-def _describe(routes: tuple[RouteSpec, ...]) -> str:
-    """Every replica given and every name discovered, for log lines."""
-    return ", ".join(
-        [str(a) for spec in routes for a in spec.upstreams]
-        + [f"dns:{a}" for spec in routes for a in spec.discover]
-    )
-
-
-def _upstreamPolicy(config: Config, log: ILogObserver) -> IPolicyForHTTPS | None:
-    """How an C{https://} upstream is verified; C{None} when every upstream is plain HTTP."""
-    addresses = [a for spec in config.routes for a in spec.upstreams + spec.discover]
-    if not any(address.isTLS for address in addresses):
-        return None
-    return upstreamPolicy(config.tls.upstreamCA, config.tls.upstreamInsecure, log)
 
 
 def _addOperations(

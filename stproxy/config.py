@@ -20,6 +20,7 @@ from typing import Mapping
 
 from twisted.logger import LogLevel
 
+from stproxy.auth.settings import AuthSettings, insecureListeners
 from stproxy.edge.certificates import ServerTLSFiles
 from stproxy.edge.endpoints import isSSLDescription
 from stproxy.http.headers import TrustedProxies
@@ -227,6 +228,7 @@ class Config:
     @ivar routes: the apps and their replicas; by default the one app at
         C{/} on L{upstream}.
     @ivar replicas: how replicas are found, checked, drained and pinned.
+    @ivar auth: who may use the apps, and how Streamlit is told who they are.
     @ivar listen: the endpoint descriptions to listen on (C{ssl:} ones are
         built by stproxy from L{TLSSettings.listeners}).
     @ivar maxBodySize: the largest request body accepted (then 413); 0 for
@@ -251,6 +253,7 @@ class Config:
     clients: ClientLimits = ClientLimits()
     routes: tuple[RouteSpec, ...] = ()
     replicas: ReplicaSettings = ReplicaSettings()
+    auth: AuthSettings = AuthSettings()
 
     def __post_init__(self) -> None:
         if not self.routes:
@@ -274,6 +277,19 @@ class Config:
         for description in self.listen:
             if isSSLDescription(description) and description not in self.tls.listeners:
                 raise ConfigError(f"--listen {description}: no certificate for this listener")
+        self._checkAuth()
+
+    def _checkAuth(self) -> None:
+        auth = self.auth
+        insecure = insecureListeners(self.listen)
+        if auth.checkers and insecure and not auth.allowInsecure:
+            raise ConfigError(
+                f"--auth on --listen {insecure[0]}: passwords would cross the network in clear;"
+                " listen on ssl: or on loopback (interface=127.0.0.1), or add --allow-insecure-auth"
+            )
+        clientCAs = [files.clientCA for files in self.tls.listeners.values() if files.clientCA]
+        if auth.userFromCert and not clientCAs:
+            raise ConfigError("--user-from-cert needs client certificates: give --tls-client-ca")
 
 
 __all__ = [

@@ -17,14 +17,14 @@ from typing import Mapping, NoReturn, Sequence
 from twisted.application.service import IService
 from twisted.python import usage
 
-from stproxy import parse, parseroutes
+from stproxy import parse, parseauth, parseroutes
 from stproxy.assembly import assemble
 from stproxy.config import Config, ConfigError, Timeouts
 from stproxy.parsetls import TLSFlags, tlsSettings
 from stproxy.reactor import ProxyReactor, globalReactor
 
 
-class Options(parseroutes.RoutingFlags, usage.Options):
+class Options(parseroutes.RoutingFlags, parseauth.AuthFlags, usage.Options):
     """
     The options shared by C{twistd stproxy} and C{python -m stproxy}.
 
@@ -195,6 +195,9 @@ class Options(parseroutes.RoutingFlags, usage.Options):
             self.config = self._config()
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        if self["print-streamlit-config"]:
+            parseauth.printStreamlitConfig(self.config.auth)
+            raise SystemExit(0)
 
     def _config(self) -> Config:
         """Every flag through its parser (L{stproxy.parse}) into one L{Config}."""
@@ -219,6 +222,7 @@ class Options(parseroutes.RoutingFlags, usage.Options):
             ),
         )
         return Config(
+            auth=parseauth.authSettings(self),
             routes=routes,
             replicas=parseroutes.replicaSettings(
                 self["discovery-interval"],

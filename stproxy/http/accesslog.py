@@ -6,9 +6,15 @@ line (C{--access-log}).
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.http import Request as HTTPRequest
+from twisted.web.http import combinedLogFormatter
+from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.server import Request
+from zope.interface import provider
 
 from stproxy.ops.metrics import Metrics
 
@@ -53,9 +59,30 @@ class Accounting:
                 status=request.code,
                 bytes=sent,
                 duration=round(duration, 6),
+                user=userOf(request),
                 user_agent=(request.getHeader(b"user-agent") or b"").decode("latin-1"),
                 completed=not aborted,
             )
 
 
-__all__ = ["Accounting", "CLIENT_CLOSED_REQUEST"]
+def userOf(request: HTTPRequest) -> str | None:
+    """The user stproxy authenticated C{request} as (L{stproxy.auth}), if any."""
+    identity: dict[str, str] = getattr(request, "identity", {})
+    return identity.get("user")
+
+
+@provider(IAccessLogFormatter)
+def combinedLogWithUser(timestamp: str, request: HTTPRequest) -> str:
+    """
+    twisted.web's combined log line, with the authenticated user in the
+    C{remote_user} field (nginx's C{$remote_user}), percent-encoded so that
+    a name with a space or a quote cannot shift the fields.
+    """
+    line: str = combinedLogFormatter(timestamp, request)
+    user = userOf(request)
+    if user:
+        line = line.replace('" - - ', f'" - {quote(user, safe="@.+_-")} ', 1)
+    return line
+
+
+__all__ = ["Accounting", "CLIENT_CLOSED_REQUEST", "combinedLogWithUser", "userOf"]

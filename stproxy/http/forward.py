@@ -10,7 +10,8 @@ caps their size).
 
 from __future__ import annotations
 
-from typing import Callable
+import os
+from typing import IO, Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
@@ -95,6 +96,8 @@ class ReverseProxyResource(Resource):
             detail = f"The app at {route.prefix} has no replica."
             return errorPage(503, "Service Unavailable", detail).render(request)
         headers = requestHeadersForUpstream(request.requestHeaders, peerOf(request), self._trusted)
+        for name, value in getattr(request, "upstreamHeaders", ()):
+            headers.addRawHeader(name, value)
         if not headers.hasHeader(b"host"):
             # HTTP/1.0 makes Host optional (load balancer health checks often
             # send none); the upstream gets its own name.
@@ -113,11 +116,48 @@ class ReverseProxyResource(Resource):
         assert content is not None  # spooled by twisted.web before rendering
 
         def body() -> IBodyProducer:
-            content.seek(0)
-            return FileBodyProducer(content, cooperator=self._cooperator)
+            return FileBodyProducer(SpooledBody(content), cooperator=self._cooperator)
 
         return body
 
 
+class SpooledBody:
+    """
+    One reading of a spooled request body, from its start: what each
+    attempt of a request (L{ReplicaForwarding}) sends.
+
+    Each has its own position, so an attempt still being stopped cannot move
+    another's; and closing it (L{FileBodyProducer} closes what it has read)
+    leaves the spooled file open for the next attempt; twisted.web closes it
+    with the request.
+    """
+
+    def __init__(self, content: IO[bytes]) -> None:
+        self._content = content
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self._content.seek(self._position)
+        data = self._content.read(size)
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:
+            self._content.seek(0, os.SEEK_END)
+            self._position = self._content.tell() + offset
+        elif whence == os.SEEK_CUR:
+            self._position += offset
+        else:
+            self._position = offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        """The spooled file stays open for another attempt."""
+
+
 # refusal and validHost lived here; re-exported for existing imports.
-__all__ = ["ReverseProxyResource", "refusal", "peerOf", "validHost"]
+__all__ = ["ReverseProxyResource", "SpooledBody", "refusal", "peerOf", "validHost"]

@@ -13,6 +13,7 @@ from twisted.logger import ILogObserver
 from twisted.web.http import datetimeToString
 from twisted.web.server import Request
 
+from stproxy.auth.verdict import Identity
 from stproxy.ops.drain import Drain
 
 #: The longest body anything could declare: no file offset goes further, so
@@ -60,6 +61,14 @@ class ProxyRequest(Request):
     would cross it.  The answer is a 413, as nginx gives, and the connection
     is closed once the client has stopped sending (L{stproxy.http.linger}).
     """
+
+    #: Who the request is from, once authenticated (L{stproxy.auth}): its
+    #: C{user}, C{email}, C{groups}; empty for nobody.
+    identity: Identity = {}
+
+    #: The headers that tell the upstream who the request is from, added
+    #: after the client's own copies of them are gone (L{stproxy.http.root}).
+    upstreamHeaders: tuple[tuple[bytes, bytes], ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

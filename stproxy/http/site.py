@@ -16,8 +16,10 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from stproxy._twisted import StandardOutputLogMixin, channelProtocol
+from stproxy.auth.gate import Gate
+from stproxy.auth.identity import IdentityHeaders
 from stproxy.config import DEFAULT_MAX_HEADER_SIZE, ClientLimits
-from stproxy.http.accesslog import Accounting
+from stproxy.http.accesslog import Accounting, combinedLogWithUser
 from stproxy.http.channel import ProxyChannel
 from stproxy.http.request import ProxyRequest
 from stproxy.http.root import ProxyRoot
@@ -65,6 +67,7 @@ class ProxySite(StandardOutputLogMixin, Site):
             logPath=None if toStdout else accessLog,
             reactor=reactor,
             parsePOSTFormSubmission=False,
+            logFormatter=combinedLogWithUser,
         )
         if toStdout:
             self.logPath = "-"  # set after __init__, which would make it a path
@@ -130,9 +133,14 @@ def buildSite(
     hsts: int | None = None,
     maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
     limits: ClientLimits = ClientLimits(),
+    gate: Gate | None = None,
+    identity: IdentityHeaders = IdentityHeaders(),
 ) -> ProxySite:
-    """The resource tree (L{ProxyRoot}) and the L{Site} around it."""
-    root = ProxyRoot(http, webSocket)
+    """
+    The resource tree (L{ProxyRoot}: C{gate} decides who a request is from,
+    C{identity} names the headers that say so) and the L{Site} around it.
+    """
+    root = ProxyRoot(http, webSocket, gate, identity, logObserver)
     return ProxySite(
         root, reactor, maxBodySize, accessLog, logObserver, hsts, maxHeaderSize, limits
     )

@@ -182,6 +182,24 @@ class Metrics:
             ["route"],
             registry=registry,
         )
+        self.authentications = Counter(
+            "stproxy_auth",
+            "Requests and WebSocket handshakes authenticated, by method (htpasswd, forward,"
+            " cert) and result (ok, denied, throttled, error)",
+            ["method", "result"],
+            registry=registry,
+        )
+        self.forwardAuthSeconds = Histogram(
+            "stproxy_forward_auth_seconds",
+            "Time the forward-auth service took to answer",
+            registry=registry,
+        )
+        self.forwardAuthFailures = Counter(
+            "stproxy_forward_auth_failures",
+            "Forward-auth checks that failed closed (503): the service unreachable, slow,"
+            " or answering neither 2xx nor 401",
+            registry=registry,
+        )
         self._requestChildren: dict[tuple[str, str], Counter] = {}
 
     def requestDone(self, method: str, code: int, seconds: float, received: int, sent: int) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.web.client import readBody
@@ -109,6 +109,8 @@ class HealthCheck:
 
     def _failed(self, failure: Failure) -> None:
         self._inFlight = None
+        if failure.check(CancelledError):
+            return  # stopped (a check that timed out fails with TimeoutError)
         self._failedWith(failure.getErrorMessage() or failure.value.__class__.__name__)
 
     def _failedWith(self, why: str) -> None:

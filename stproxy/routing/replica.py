@@ -81,6 +81,8 @@ class Replica:
         self.sessions: set[SessionLeg] = set()
         #: Called once a draining replica has no session left (L{ReplicaSet}).
         self.drained: Callable[[Replica], None] | None = None
+        #: Set when it has left the set for good: its metrics are forgotten.
+        self.retired = False
         self._metrics = metrics
         self.log = log
         metrics.up(self, state == UP)
@@ -123,10 +125,19 @@ class Replica:
             leg.restart()
 
     def sessionOpened(self, leg: SessionLeg) -> None:
+        """
+        A session opened on it; one whose handshake began before the
+        replica left the set is sent elsewhere at once (1012).
+        """
+        if self.retired:
+            leg.restart()
+            return
         self.sessions.add(leg)
         self._metrics.sessions(self, len(self.sessions))
 
     def sessionClosed(self, leg: SessionLeg) -> None:
+        if leg not in self.sessions:
+            return
         self.sessions.discard(leg)
         self._metrics.sessions(self, len(self.sessions))
         if not self.sessions and self.state == DRAINING and self.drained is not None:

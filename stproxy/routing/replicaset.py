@@ -51,7 +51,7 @@ class ReplicaSet:
         route: str,
         reactor: IReactorTime,
         connect: Callable[[UpstreamAddress], Upstream],
-        healthPath: bytes,
+        healthPath: bytes | None,
         healthInterval: float,
         drainTimeout: float,
         metrics: ReplicaMetrics,
@@ -59,6 +59,9 @@ class ReplicaSet:
     ) -> None:
         """
         @param connect: makes the client of a new replica (its own pool).
+        @param healthPath: what each replica's health check asks for; C{None}
+            for no checks (a server that is not Streamlit, such as an auth
+            service's own pages).
         """
         self.route = route
         self.healthPath = healthPath
@@ -87,12 +90,18 @@ class ReplicaSet:
         replica = Replica(self._connect(address), self.route, self._metrics, self._log)
         replica.drained = self._remove
         self.replicas[replica.id] = replica
-        check = HealthCheck(replica, self.healthPath, self._healthInterval, self._metrics)
-        self._checks[replica.id] = check
+        if self.healthPath is not None:
+            check = HealthCheck(replica, self.healthPath, self._healthInterval, self._metrics)
+            self._checks[replica.id] = check
         if self.running:
-            replica.upstream.start()
-            check.start()
+            self._start(replica)
         return replica
+
+    def _start(self, replica: Replica) -> None:
+        replica.upstream.start()
+        check = self._checks.get(replica.id)
+        if check is not None:
+            check.start()
 
     def update(self, addresses: Iterable[UpstreamAddress]) -> None:
         """Discovery found exactly C{addresses}: add the new, drain the vanished."""
@@ -127,10 +136,13 @@ class ReplicaSet:
         if self.replicas.get(replica.id) is not replica:
             return
         del self.replicas[replica.id]
+        replica.retired = True
         pending = self._drains.pop(replica.id, None)
         if pending is not None and pending.active():
             pending.cancel()
-        self._checks.pop(replica.id).stop()
+        check = self._checks.pop(replica.id, None)
+        if check is not None:
+            check.stop()
         self._metrics.forget(replica)
         replica.upstream.close()
         self._log.info(
@@ -178,8 +190,7 @@ class ReplicaSet:
         """Start every replica's lookups and health check."""
         self.running = True
         for replica in self.replicas.values():
-            replica.upstream.start()
-            self._checks[replica.id].start()
+            self._start(replica)
 
     def stop(self) -> None:
         """Stop the health checks and drain timers; the pools are closed by L{close}."""

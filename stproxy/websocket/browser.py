@@ -104,7 +104,8 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
         handshake = self.handshake
         if handshake is None:
             handshake = parseRequestHead(requestHead(self))
-        target, host, headers = handshake
+        target, host, headers = handshake.target, handshake.host, handshake.headers
+        self.user = handshake.user
         if not target.startswith(b"/") or host is None:
             raise denial(400)
         if self.factory.sessions.closing:
@@ -124,6 +125,8 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
             Peer(address, host, secure),
             self.factory.trusted,
         )
+        for name, value in handshake.added:
+            forwarded.addRawHeader(name, value)
         factory = UpstreamFactory(
             self,
             upstream,

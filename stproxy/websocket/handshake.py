@@ -43,20 +43,31 @@ class BrowserHandshake(NamedTuple):
 
     @ivar host: the C{Host} value when there is exactly one Host line, else
         None (the handshake is then refused).
+    @ivar added: header lines the proxy adds upstream after the browser's
+        forwarding headers are dealt with: who the browser is (L{stproxy.auth}).
+    @ivar user: the authenticated user, for the session's log line.
     """
 
     target: bytes
     host: bytes | None
     headers: Headers
+    added: tuple[tuple[bytes, bytes], ...] = ()
+    user: str | None = None
 
 
-def receivedHandshake(target: bytes, headers: Headers) -> BrowserHandshake:
+def receivedHandshake(
+    target: bytes,
+    headers: Headers,
+    added: tuple[tuple[bytes, bytes], ...] = (),
+    user: str | None = None,
+) -> BrowserHandshake:
     """
     The handshake twisted.web parsed: C{target} and C{headers} as its
-    C{Request} holds them (one value per line received).
+    C{Request} holds them (one value per line received), and what the
+    proxy's authentication adds (L{BrowserHandshake.added}).
     """
     hosts = headers.getRawHeaders(b"host", [])
-    return BrowserHandshake(target, hosts[0] if len(hosts) == 1 else None, headers)
+    return BrowserHandshake(target, hosts[0] if len(hosts) == 1 else None, headers, added, user)
 
 
 def parseRequestHead(data: bytes) -> BrowserHandshake:

@@ -95,6 +95,8 @@ class RelayLeg(LeanProtocol):
     #: Which end this leg faces, for L{stproxy.websocket.sessions.Session.closedBy}.
     side = "browser"
     session: SessionRecord | None = None
+    #: Who the browser is, when the proxy authenticated it (L{stproxy.auth}).
+    user: str | None = None
     #: Messages and payload bytes received on this leg and relayed to the other.
     relayedMessages = 0
     relayedBytes = 0

@@ -113,7 +113,12 @@ class RelayResource(WebSocketResource):
             refused = 503, "Service Unavailable", "The proxy is stopping."
         if refused is not None:
             return self._refuse(request, *refused)
-        self.factory.nextHandshake = receivedHandshake(request.uri, request.requestHeaders.copy())
+        self.factory.nextHandshake = receivedHandshake(
+            request.uri,
+            request.requestHeaders.copy(),
+            getattr(request, "upstreamHeaders", ()),
+            getattr(request, "identity", {}).get("user"),
+        )
         try:
             result: object = super().render(request)
         finally:

@@ -123,7 +123,8 @@ class Sessions:
             " closed by {closed_by} with {close_code}",
             log_websocket=True,
             path=requestPath(browser),  # type: ignore[arg-type]
-            peer=getattr(browser.transport.getPeer(), "host", "unknown"),
+            peer=_peer(browser),
+            user=browser.user,
             duration=round(self._reactor.seconds() - session.started, 6),
             messages_to_upstream=browser.relayedMessages,
             bytes_to_upstream=browser.relayedBytes,
@@ -153,6 +154,12 @@ class Sessions:
         for leg in list(self.legs):
             leg.abortLater(deadline)
         return d
+
+
+def _peer(browser: RelayLeg) -> str:
+    """The browser's address, and its user when the proxy knows it: C{10.0.0.7 (alice)}."""
+    address = str(getattr(browser.transport.getPeer(), "host", "unknown"))
+    return address if browser.user is None else f"{address} ({browser.user})"
 
 
 __all__ = ["Session", "Sessions"]

@@ -50,7 +50,7 @@ class HandshakeTextTests(TestCase):
         sent upstream as two lines); two Host lines give no Host at all.
         """
         head = b"GET /s HTTP/1.1\r\nHost: a.example\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n"
-        target, host, headers = parseRequestHead(head)
+        target, host, headers, *_ = parseRequestHead(head)
         self.assertEqual((target, host), (b"/s", b"a.example"))
         self.assertEqual(headers.getRawHeaders(b"cookie"), [b"a=1", b"b=2"])
         self.assertIn(b"Cookie: a=1\r\nCookie: b=2\r\n", upstreamRequestHead(target, host, headers))

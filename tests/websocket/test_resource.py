@@ -90,7 +90,7 @@ def test_repeated_header_lines_reach_streamlit_as_separate_lines() -> None:
     assert browser.status == b"HTTP/1.1 101 Switching Protocols"
     [streamlit] = proxy.streamlit.connections
     assert streamlit.head is not None
-    _, host, headers = parseRequestHead(streamlit.head)
+    _, host, headers, *_ = parseRequestHead(streamlit.head)
     assert host == b"app.example"
     assert headers.getRawHeaders(b"cookie") == [b"a=1", b"b=2"]
     assert b"\r\nCookie: a=1\r\nCookie: b=2\r\n" in streamlit.head

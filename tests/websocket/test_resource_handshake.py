@@ -53,7 +53,7 @@ class HandshakeTests(RelayTestCase):
         self.assertEqual(head[0], b"HTTP/1.1 101 Switching Protocols")
         self.assertIn(b"Sec-WebSocket-Protocol: streamlit", head)
         [request] = streamlit.requests
-        target, host, headers = parseRequestHead(request)
+        target, host, headers, *_ = parseRequestHead(request)
         self.assertEqual(target, b"/_stcore/stream?x=1")
         self.assertEqual(host, b"app.example")
         self.assertEqual(headers.getRawHeaders(b"host"), [b"app.example"])

@@ -175,7 +175,7 @@ class MessageTests(RelayTestCase):
         browser.sendMessage(payload, isBinary=True)
         yield waitFor(lambda: browser.messages)
         self.assertEqual(browser.messages[0][0], payload)
-        _, _, headers = parseRequestHead(streamlit.requests[0])
+        _, _, headers, *_ = parseRequestHead(streamlit.requests[0])
         self.assertEqual(headers.getRawHeaders(b"x-forwarded-proto"), [b"https"])
         browser.sendClose(1000)
         yield browser.factory.lost

@@ -80,7 +80,7 @@ def test_the_upstream_handshake_is_the_browsers_with_autobahns_key_spliced_in() 
     [server] = streamlit.connections
     upstream: UpstreamProtocol = relay.upstream.connections[0].client
     assert server.head is not None
-    target, host, headers = parseRequestHead(server.head)
+    target, host, headers, *_ = parseRequestHead(server.head)
     assert (target, host) == (b"/app/_stcore/stream?x=1", b"app.example")
     assert server.head.startswith(b"GET /app/_stcore/stream?x=1 HTTP/1.1\r\nHost: app.example\r\n")
     assert headers.getRawHeaders(b"cookie") == [COOKIE]
