@@ -119,7 +119,7 @@ def appAuth(
         return None, None
     steps: list[Step] = []
     if auth.userFromCert:
-        steps.append(CertificateUser())
+        steps.append(CertificateUser(metrics))
     if auth.checkers:
         basic = BasicAuth(
             auth.checkers, reactor, auth.maxFailures, logObserver=log, metrics=metrics

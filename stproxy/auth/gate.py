@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from stproxy.auth.basic import BasicAuth
     from stproxy.auth.forwardauth import ForwardAuth
+    from stproxy.ops.metrics import Metrics
 
 
 class Step(Protocol):
@@ -76,8 +77,14 @@ class CertificateUser:
     certificates) is refused with 401: there is nobody to name.
     """
 
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
+
     def check(self, request: Request) -> Deferred[Verdict]:
         name = clientCertificateCommonName(request)
+        if self._metrics is not None:
+            result = "ok" if name else "denied"
+            self._metrics.authentications.labels(method="cert", result=result).inc()
         if not name:
             return succeed(refuse("cert", 401, "no verified client certificate names a user"))
         return succeed(allow("cert", {"user": name}))
