@@ -4,7 +4,8 @@ when that is safe and useful.
 
 Two things send a request on to another replica:
 
-  - the replica refused the connection (or it timed out): nothing was sent,
+  - the replica refused the connection (or it timed out, or its name no
+    longer resolves): nothing was sent,
     so any request may go elsewhere, as nginx's C{proxy_next_upstream
     error}; the replica is marked down at once (the passive check) and the
     browser re-pinned;
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
@@ -117,7 +118,8 @@ class ReplicaForwarding:
 
     def _answered(self, response: IResponse, headers: Headers) -> IResponse | Deferred[IResponse]:
         if not self._pin.pinned and _wrongProcess(self._relative, response.code):
-            if self._next(f"answered {response.code} for {self._relative.decode('latin-1')}"):
+            why = f"answered {response.code} for {self._relative.decode('latin-1')}"
+            if self._next(why, upOnly=True):
                 discardResponse(response)
                 return self.send(headers)
         if self._session is not None and response.code < 400:
@@ -125,7 +127,7 @@ class ReplicaForwarding:
         return response
 
     def _failed(self, failure: Failure, headers: Headers) -> Failure | Deferred[IResponse]:
-        if not failure.check(ConnectError):
+        if not failure.check(ConnectError, DNSLookupError):
             return failure
         why = failure.getErrorMessage() or failure.value.__class__.__name__
         self._pin.replica.failed(f"connection failed: {why}")
@@ -133,10 +135,10 @@ class ReplicaForwarding:
             return self.send(headers)
         return failure
 
-    def _next(self, why: str) -> bool:
+    def _next(self, why: str, upOnly: bool = False) -> bool:
         """Move to the next replica not tried yet; C{False} when there is none."""
         previous = self._pin
-        pin = previous.route.repin(previous, self._tried, self._secure, why)
+        pin = previous.route.repin(previous, self._tried, self._secure, why, upOnly)
         if pin is None:
             return False
         self._log.info(

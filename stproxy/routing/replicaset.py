@@ -152,15 +152,16 @@ class ReplicaSet:
     def get(self, replica: str | None) -> Replica | None:
         return None if replica is None else self.replicas.get(replica)
 
-    def choose(self, exclude: Iterable[Replica] = ()) -> Replica | None:
+    def choose(self, exclude: Iterable[Replica] = (), upOnly: bool = False) -> Replica | None:
         """
         The replica for a new browser: the up one with the fewest sessions
-        (ties in turn); else, when none is up, the one not draining with the
-        fewest; C{None} when there is none at all (or all are in C{exclude}).
+        (ties in turn); else, when none is up (and not C{upOnly}), the one
+        not draining with the fewest; C{None} when there is none at all (or
+        all are in C{exclude}).
         """
         excluded = set(exclude)
         candidates = [r for r in self.replicas.values() if r.isUp and r not in excluded]
-        if not candidates:
+        if not candidates and not upOnly:
             candidates = [
                 r for r in self.replicas.values() if r.state != DRAINING and r not in excluded
             ]

@@ -122,13 +122,16 @@ class Route:
             self._repinned(named, chosen, why)
         return Pin(self, chosen, False, self.affinity.setCookie(chosen.id, secure))
 
-    def repin(self, pin: Pin, tried: Iterable[Replica], secure: bool, why: str) -> Pin | None:
+    def repin(
+        self, pin: Pin, tried: Iterable[Replica], secure: bool, why: str, upOnly: bool = False
+    ) -> Pin | None:
         """
         Another replica for a request C{pin}'s replica could not take (its
-        connection refused): the next choice of the set, never one in
-        C{tried}; the browser is re-pinned to it.
+        connection refused, or it has not the session): the next choice of
+        the set, never one in C{tried} (with C{upOnly}, never one that is
+        down); the browser is re-pinned to it.
         """
-        chosen = self.replicas.choose(exclude=tried)
+        chosen = self.replicas.choose(exclude=tried, upOnly=upOnly)
         if chosen is None:
             return None
         if pin.pinned:
