@@ -123,7 +123,9 @@ _REMEMBERED_PEERS = 4096
 class TrustedProxies:
     """
     The networks whose own C{X-Forwarded-*}/C{Forwarded}/C{X-Real-IP}
-    headers, and the identity headers of L{ASSERTED_BY_PROXIES}, are believed.
+    headers, and the headers of L{ASSERTED_BY_PROXIES}, are believed; except
+    the identity headers stproxy sets itself (L{stproxy.auth.identity}),
+    which no peer may send.
 
     A peer inside one of them is another proxy in front of stproxy, so its
     forwarding headers are appended to; any other peer's are replaced or
