@@ -129,8 +129,7 @@ def appAuth(
     if auth.forward is not None:
         forward = ForwardAuth(reactor, auth.forward, logObserver=log, metrics=metrics)
         steps.append(ForwardStep(forward))
-    passthrough = [prefix.encode("ascii") for prefix in auth.passthrough]
-    gate = Gate(steps, [p for prefix in passthrough for p in (prefix + b"/", prefix)])
+    gate = Gate(steps, [prefix.encode("ascii") for prefix in auth.passthrough])
     return gate, AuthService(reactor, auth.checkers, forward, log)
 
 

@@ -137,9 +137,7 @@ def authSettings(flags: dict[str, Any]) -> AuthSettings:
         )
         return AuthSettings(
             checkers=tuple(flags.get("credCheckers", [])),
-            maxFailures=parse.flag(
-                "auth-max-failures", flags["auth-max-failures"], parse.connectionCount
-            ),
+            maxFailures=parse.flag("auth-max-failures", flags["auth-max-failures"], _failures),
             allowInsecure=bool(flags["allow-insecure-auth"]),
             forward=forward,
             passthrough=passthrough,
@@ -148,6 +146,13 @@ def authSettings(flags: dict[str, Any]) -> AuthSettings:
         )
     except (AuthError, RoutingError) as e:
         raise ConfigError(str(e)) from None
+
+
+def _failures(text: str) -> int:
+    """C{--auth-max-failures}: a whole number of failed sign-ins, at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError("must be a whole number of failed sign-ins, at least 1")
+    return int(text)
 
 
 def _identity(flags: dict[str, Any]) -> IdentityHeaders:

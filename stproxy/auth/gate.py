@@ -40,15 +40,22 @@ class Gate:
     """The configured steps, in order."""
 
     def __init__(self, steps: Sequence[Step], passthrough: Sequence[bytes] = ()) -> None:
-        """@param passthrough: path prefixes no step checks."""
+        """
+        @param passthrough: path prefixes no step checks: each one, and the
+            paths below it (C{/oauth2} covers C{/oauth2/start}, never
+            C{/oauth2-admin}), as the routes that send them to the service.
+        """
         self.steps = list(steps)
-        self._passthrough = tuple(passthrough)
+        self._passthrough = tuple(prefix.rstrip(b"/") for prefix in passthrough)
 
     def check(self, request: Request) -> Deferred[Verdict]:
         """Run the steps on C{request}; fires with the combined verdict."""
-        if self._passthrough and request.path.startswith(self._passthrough):
+        if self._passesThrough(request.path):
             return succeed(allow("passthrough"))
         return self._from(0, request, allow(""))
+
+    def _passesThrough(self, path: bytes) -> bool:
+        return any(path == prefix or path.startswith(prefix + b"/") for prefix in self._passthrough)
 
     def _from(self, index: int, request: Request, sofar: Verdict) -> Deferred[Verdict]:
         if index == len(self.steps):
