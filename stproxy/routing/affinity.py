@@ -82,14 +82,25 @@ class Affinity:
         several cookies of this name (other paths, an older secret); those
         that do not verify are passed over, not an error.
         """
+        return self.read(cookieHeaders)[0]
+
+    def read(self, cookieHeaders: Sequence[bytes] | None) -> tuple[str | None, bool]:
+        """
+        L{replicaIn}, and whether the request carried a cookie of this name
+        at all: one that is there but does not verify (forged, or signed
+        under another secret) is re-pinned with a log line, where a browser
+        with no cookie is simply pinned.
+        """
+        present = False
         for line in cookieHeaders or ():
             for pair in line.split(b";"):
                 pair = pair.strip()
                 if pair.startswith(self._prefix):
+                    present = True
                     replica = self.verify(pair[len(self._prefix) :].decode("latin-1"))
                     if replica is not None:
-                        return replica
-        return None
+                        return replica, True
+        return None, present
 
     def setCookie(self, replica: str, secure: bool) -> bytes:
         """

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Callable, Sequence
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as DeferTimeout
 from twisted.internet.error import TimeoutError as QueryTimeout
 from twisted.internet.interfaces import IReactorTime, IResolver
@@ -78,6 +78,8 @@ class DNSDiscovery:
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.cancel()
+        if isinstance(self._resolver, QuietResolver):
+            self._resolver.disconnect()
 
     def _lookUp(self) -> None:
         # A slow DNS server must not pile lookups up: the next tick is skipped.
@@ -132,8 +134,46 @@ def dnsResolver(reactor: Any, server: tuple[str, int] | None) -> IResolver:
     of C{/etc/resolv.conf} (re-read when it changes); C{reactor} does time, UDP and TCP.
     """
     if server is not None:
-        return client.Resolver(servers=[server], reactor=reactor)
-    return client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
+        return QuietResolver(servers=[server], reactor=reactor)
+    return QuietResolver(resolv="/etc/resolv.conf", reactor=reactor)
+
+
+class QuietResolver(client.Resolver):
+    """
+    twisted.names' resolver, asking over TCP.  Over UDP it opens a port per
+    query, and Twisted logs three lines for each ("starting on", "Starting
+    protocol", "Closed"), which stproxy cannot quiet under twistd: with A
+    and AAAA every 5 s, over a hundred thousand lines a day.  A TCP
+    connection (kept between lookups while the server allows) logs nothing
+    once its factory is quiet, and the DNS servers discovery is for
+    (CoreDNS, Docker's embedded DNS) answer over TCP.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.factory.noisy = False
+        self._closing: list[Deferred[None]] = []
+
+    def queryUDP(self, queries: Any, timeout: Any = None) -> Any:
+        """Over TCP instead (see the class docstring), with the retries' time as one timeout."""
+        return self.queryTCP(queries, sum(timeout) if timeout else 10)
+
+    def connectionLost(self, protocol: Any) -> None:
+        super().connectionLost(protocol)
+        if not self.connections:
+            waiting, self._closing = self._closing, []
+            for d in waiting:
+                d.callback(None)
+
+    def disconnect(self) -> Deferred[None]:
+        """Close the connections to the DNS server; fires once they are closed."""
+        if not self.connections:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self._closing.append(closed)
+        for protocol in list(self.connections):
+            protocol.transport.loseConnection()
+        return closed
 
 
 def parseServer(text: str) -> tuple[str, int]:
@@ -195,4 +235,4 @@ def _show(addresses: frozenset[str]) -> str:
     return ", ".join(sorted(addresses)) or "none"
 
 
-__all__ = ["DNSDiscovery", "dnsResolver", "parseServer"]
+__all__ = ["QuietResolver", "DNSDiscovery", "dnsResolver", "parseServer"]

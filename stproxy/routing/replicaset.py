@@ -95,6 +95,11 @@ class ReplicaSet:
             self._checks[replica.id] = check
         if self.running:
             self._start(replica)
+            self._log.info(
+                "Replica {replica} of {route} is up (new)",
+                replica=str(replica.address),
+                route=self.route,
+            )
         return replica
 
     def _start(self, replica: Replica) -> None:

@@ -106,7 +106,7 @@ class Route:
         if not self.sticky:
             only = self.replicas.choose()
             return None if only is None else Pin(self, only, pinned=True)
-        named = self.affinity.replicaIn(cookies)
+        named, present = self.affinity.read(cookies)
         replica = self.replicas.get(named)
         if replica is not None and self._takes(replica, newSession):
             return Pin(self, replica, pinned=True)
@@ -120,6 +120,8 @@ class Route:
         if named is not None and chosen.id != named:
             why = "gone" if replica is None else replica.state
             self._repinned(named, chosen, why)
+        elif named is None and present:
+            self._repinned("(unverified)", chosen, "its cookie's signature does not verify")
         return Pin(self, chosen, False, self.affinity.setCookie(chosen.id, secure))
 
     def repin(

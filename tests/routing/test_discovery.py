@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from dns_server import RecordsAuthority, listen
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IResolver
 from twisted.internet.task import Clock
@@ -386,6 +386,8 @@ class RealServerTests(TestCase):
                 done.callback(None)
 
         discovery = DNSDiscovery(reactor, NAME, 0.05, found, resolver, logObserver=lambda e: None)
+        self.addCleanup(self._closed, tcp.factory)
+        self.addCleanup(resolver.disconnect)
         self.addCleanup(discovery.stop)
         discovery.start()
 
@@ -397,3 +399,48 @@ class RealServerTests(TestCase):
         return done.addCallback(check)
 
     test_replicas_are_found_and_followed_through_a_real_dns_server.timeout = 10  # type: ignore[attr-defined]
+
+    def _closed(self, factory: Any) -> Deferred[None]:
+        """Fires once the server has seen the resolver's TCP connection go (a clean reactor)."""
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        def poll() -> Deferred[None] | None:
+            if factory.connections:
+                return deferLater(reactor, 0.01, poll)
+            return None
+
+        return deferLater(reactor, 0, poll)
+
+    def test_lookups_go_over_tcp_and_log_no_port_chatter(self) -> Deferred[None]:
+        """
+        The resolver asks over TCP: Twisted's per-query UDP port lines ("starting on", "Closed")
+        never appear in the global log, however many lookups run.
+        """
+        from twisted.internet import reactor
+        from twisted.logger import globalLogPublisher
+
+        records = {NAME: ["127.0.0.2"]}
+        udp, tcp = listen(reactor, RecordsAuthority(lambda: records))
+        self.addCleanup(udp.stopListening)
+        self.addCleanup(tcp.stopListening)
+        resolver = dnsResolver(reactor, ("127.0.0.1", udp.getHost().port))
+        seen: list[str] = []
+
+        def observe(event: Any) -> None:
+            seen.append(str(event.get("log_format") or event.get("message")))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.addCleanup(self._closed, tcp.factory)
+        self.addCleanup(resolver.disconnect)
+
+        def check(answers: Any) -> None:
+            self.assertTrue(answers[0][0])
+            self.assertEqual([line for line in seen if "UDP" in line or "starting on" in line], [])
+            self.assertEqual(len(tcp.factory.connections), 1)
+
+        lookups = DeferredList([resolver.lookupAddress(NAME) for _ in range(3)])
+        return lookups.addCallback(check)
+
+    test_lookups_go_over_tcp_and_log_no_port_chatter.timeout = 10  # type: ignore[attr-defined]

@@ -360,3 +360,22 @@ def test_a_removed_replica_is_retired() -> None:
     draining.sessionOpened(FakeLeg())
     app.replicas.update([])
     assert not draining.retired and removed.retired
+
+
+def test_a_replica_added_while_running_is_started_and_logged_up() -> None:
+    """A replica discovery adds to a running set: its lookups and check start, and one line says it is up."""
+    app = App(count=1)
+    app.replicas.start()
+    added = app.replicas.add(ADDRESSES[1])
+    [line] = app.logged("is up (new)")
+    assert line["replica"] == str(added.address) and line["route"] == app.replicas.route
+    assert app.upstreams[ADDRESSES[1]].started == 1
+    app.replicas.stop()
+
+
+def test_replicas_given_before_the_start_are_not_logged_as_new() -> None:
+    """The replicas the command line names are announced by the proxy's start, not as new ones."""
+    app = App(count=2)
+    app.replicas.start()
+    assert app.logged("is up (new)") == []
+    app.replicas.stop()

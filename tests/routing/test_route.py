@@ -66,13 +66,23 @@ def test_the_set_cookie_is_secure_over_tls() -> None:
     assert pin.setCookie.endswith(b"; Secure")
 
 
-def test_a_forged_cookie_is_no_cookie_and_no_re_pin() -> None:
-    """A value that does not verify: a new choice with a Set-Cookie, but nothing logged or counted."""
+def test_a_forged_cookie_is_ignored_and_re_pinned_with_one_line() -> None:
+    """A value that does not verify names nothing: a new choice with a Set-Cookie, logged and counted as a re-pin."""
     app = App(count=2)
     forged = app.cookie(app.replica(0))[:-3] + b"AAA"
     pin = app.route.pin([forged], secure=False)
     assert pin is not None and not pin.pinned
     assert namedBy(app, pin.setCookie) == pin.replica.id
+    [line] = app.logged(REPINNED)
+    assert line["previous"] == "(unverified)" and "does not verify" in line["why"]
+    assert app.sample(REPINS, route="/") == 1
+
+
+def test_a_browser_with_no_cookie_is_pinned_without_a_re_pin() -> None:
+    """No cookie of the name at all (another cookie only): pinned, nothing logged or counted."""
+    app = App(count=2)
+    pin = app.route.pin([b"_streamlit_xsrf=abc"], secure=False)
+    assert pin is not None and pin.setCookie is not None
     assert app.logged(REPINNED) == [] and app.sample(REPINS, route="/") is None
 
 
@@ -82,7 +92,8 @@ def test_another_secrets_cookie_is_a_forged_one() -> None:
     other = App(count=2, secret=b"x" * 32)
     pin = app.route.pin([other.cookie(other.replica(1))], secure=False)
     assert not pin.pinned and pin.setCookie is not None
-    assert app.logged(REPINNED) == []
+    [line] = app.logged(REPINNED)
+    assert line["previous"] == "(unverified)"
 
 
 def test_a_stale_cookie_naming_a_gone_replica_is_re_pinned_with_one_line() -> None:
