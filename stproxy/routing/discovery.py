@@ -151,6 +151,7 @@ class QuietResolver(client.Resolver):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        assert self.factory is not None  # built by Resolver.__init__
         self.factory.noisy = False
         self._closing: list[Deferred[None]] = []
 
