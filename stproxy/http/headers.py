@@ -54,6 +54,10 @@ ASSERTED_BY_PROXIES = frozenset(
         b"x-forwarded-prefix",
         b"true-client-ip",
         b"cf-connecting-ip",
+        # what the client asked for, as an auth_request-style check is told
+        # (an auth service behind stproxy's /oauth2/ pass-through believes them)
+        b"x-forwarded-uri",
+        b"x-forwarded-method",
         # who the client is
         b"x-forwarded-user",
         b"x-forwarded-email",

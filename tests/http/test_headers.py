@@ -125,6 +125,9 @@ CLAIMS = [
     (b"X-Forwarded-Prefix", b"/admin", "a path prefix a proxy in front stripped"),
     (b"True-Client-IP", b"6.6.6.6", "Akamai's client address"),
     (b"CF-Connecting-IP", b"6.6.6.6", "Cloudflare's client address"),
+    # what the client asked for, as an auth service's check is told
+    (b"X-Forwarded-Uri", b"/allowed", "the request an auth_request-style check decides on"),
+    (b"X-Forwarded-Method", b"GET", "the method an auth_request-style check decides on"),
     # who the client is (set by an authenticating proxy: oauth2-proxy, Authelia, Apache)
     (b"X-Forwarded-User", b"admin", "the authenticated user"),
     (b"X-Forwarded-Email", b"admin@example.com", "the authenticated user's email"),
