@@ -10,9 +10,11 @@ own profile, so its own cookie jar), and a tiny TCP balancer in front of two pro
   Streamlit refuses it as a command-line flag);
 - ``port_free_on(addresses)``: one TCP port free on every one of those addresses;
 - ``RestartableProxy``: ``start_proxy`` on a fixed port, ``restart()`` keeps the port and the flags;
-- ``new_driver(profile, downloads)`` and ``Browser``: one Chromium with network events recorded
-  (``goog:loggingPrefs`` performance), waits on the app's own text, and failure reports with the
-  console, the page text, a screenshot and every child's output (as ``tests/e2e/test_browser.py``);
+- ``new_driver(profile, downloads)`` and ``Browser``: one Chromium (``tests/chromium.py``'s, whose
+  ``CHROMIUM``, ``CHROMEDRIVER``, ``CHROMIUM_FLAGS`` and ``HOST`` this module passes on) with network
+  events recorded (``goog:loggingPrefs`` performance), waits on the app's own text, and failure
+  reports with the console, the failed requests, the page text, a screenshot and every child's
+  output (a ``ChromiumPage``, as in ``tests/e2e/test_browser.py``);
 - ``TCPBalancer``: plain sockets and threads, a new backend per connection, in turn.
 
 Every wait polls a condition against a deadline; nothing sleeps for a fixed time.
@@ -25,12 +27,11 @@ import json
 import re
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import pytest
+from chromium import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, HOST, ChromiumPage, start_chromium
 from harness import ProxyProcess, StreamlitProcess, free_port, start_proxy, wait_until
 
 __all__ = [
@@ -49,25 +50,6 @@ __all__ = [
     "quiet",
     "start_replicas",
 ]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-#: The host name the browser uses for every proxy; Chromium maps it to 127.0.0.1 (see
-#: ``tests/e2e/test_browser.py``: Streamlit's Origin check exempts localhost and 127.0.0.1, so only a
-#: real-looking name catches a proxy that rewrites ``Host``).
-HOST = "app.test"
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
-)
 
 #: The file name the app's download button offers.
 DOWNLOAD_NAME = "replica-download.bin"
@@ -261,39 +243,35 @@ class RestartableProxy:
 
 def new_driver(profile: Path, downloads: Path):
     """A headless Chromium with its own profile (cookie jar) and download folder, recording network events."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    options.add_argument("--window-size=1200,1600")
-    # A page left for another must close its WebSocket (its Streamlit session): kept in the
-    # back/forward cache, it stays open, and the proxy rightly counts it as an open session.
-    options.add_argument("--disable-features=BackForwardCache")
-    options.add_experimental_option(
-        "prefs",
-        {
-            "download.default_directory": str(downloads),
-            "download.prompt_for_download": False,
-            "download.directory_upgrade": True,
-            "safebrowsing.enabled": False,
+    flags = (
+        *CHROMIUM_FLAGS,
+        "--window-size=1200,1600",
+        # A page left for another must close its WebSocket (its Streamlit session): kept in the
+        # back/forward cache, it stays open, and the proxy rightly counts it as an open session.
+        "--disable-features=BackForwardCache",
+    )
+    prefs = {
+        "download.default_directory": str(downloads),
+        "download.prompt_for_download": False,
+        "download.directory_upgrade": True,
+        "safebrowsing.enabled": False,
+    }
+    driver = start_chromium(
+        profile,
+        flags,
+        logging_prefs={"browser": "ALL", "performance": "ALL"},
+        experimental={
+            "prefs": prefs,
+            "perfLoggingPrefs": {"enableNetwork": True, "enablePage": False},
         },
     )
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    options.add_experimental_option(
-        "perfLoggingPrefs", {"enableNetwork": True, "enablePage": False}
-    )
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
     return driver
 
 
-class Browser:
+class Browser(ChromiumPage):
     """
     One browser (one Chromium, one cookie jar) with the replica app open in it, and waits that
     explain themselves: a failed wait reports the console, the page text, the failed requests, a
@@ -301,11 +279,9 @@ class Browser:
     """
 
     def __init__(self, name: str, driver, downloads: Path, artifacts: Path) -> None:
+        super().__init__(driver, artifacts, lambda: "")
         self.name = name
-        self.driver = driver
         self.downloads = downloads
-        self.artifacts = artifacts
-        self.outputs: Callable[[], str] = lambda: ""
         #: Every HTTP response the browser received (``(status, url)``) since ``reset()``.
         self.responses: list[tuple[int, str]] = []
         #: Every request that failed at the network level (``(error, url)``) since ``reset()``.
@@ -350,15 +326,6 @@ class Browser:
         return self
 
     # -- reading the page
-
-    def body_text(self) -> str:
-        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-        from selenium.webdriver.common.by import By
-
-        try:
-            return self.driver.find_element(By.TAG_NAME, "body").text
-        except (StaleElementReferenceException, WebDriverException):
-            return ""
 
     def replica(self) -> str | None:
         """The replica the page says rendered it (``address:port``), or ``None`` before it shows."""
@@ -426,54 +393,27 @@ class Browser:
         if failed:
             self.fail(f"{self.name}: requests answered with an error status: {failed}")
 
-    # -- waiting and failing
+    # -- failing
 
-    def diagnostics(self) -> str:
-        """Browser console, failed requests, page text, a screenshot and the children's output."""
-        from selenium.common.exceptions import WebDriverException
-
+    def console_lines(self) -> list[str]:
+        """The last 40 console lines since ``reset()`` (``_collect`` reads them with the network events)."""
         self._collect()
-        shot = self.artifacts / f"{self.name}-{time.monotonic_ns()}.png"
-        try:
-            self.driver.save_screenshot(str(shot))
-            current = self.driver.current_url
-        except WebDriverException:
-            shot, current = Path("(none)"), "?"
+        return self._console[-40:]
+
+    def more_diagnostics(self) -> str:
+        """The cookies, the failed requests and the WebSocket handshakes."""
         failed = [(s, u) for s, u in self.responses if s >= 400]
         return (
-            f"\n--- browser {self.name}, url: {current}\n--- screenshot: {shot}\n"
             f"--- cookies: {self._safe_cookies()}\n"
             f"--- responses >= 400: {failed}\n--- network errors: {self.network_errors[-20:]}\n"
             f"--- websocket handshakes: {self.websocket_handshakes[-20:]}\n"
-            f"--- browser console:\n" + "\n".join(f"  {line}" for line in self._console[-40:]) +
-            f"\n--- page text:\n{self.body_text()[-3000:]}\n{self.outputs()}"
-        )  # fmt: skip
+        )
 
     def _safe_cookies(self) -> dict[str, str] | str:
         try:
             return self.cookies()
         except Exception as e:  # diagnostics only
             return f"(unavailable: {e})"
-
-    def fail(self, what: str):
-        pytest.fail(f"{what}{self.diagnostics()}", pytrace=False)
-
-    def wait(self, condition: Callable, timeout: float, what: str):
-        from selenium.common.exceptions import TimeoutException
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(condition)
-        except TimeoutException:
-            pass  # fail outside the handler, so the report is not a chain of two exceptions
-        self.fail(f"{self.name}: waited {timeout} s for {what}")
-
-    def wait_for_text(self, text: str, timeout: float = 30) -> None:
-        self.wait(lambda d: text in self.body_text(), timeout, f"page text {text!r}")
-
-    def assert_no_connection_error(self) -> None:
-        if "Connection error" in self.body_text():
-            self.fail(f"{self.name}: the page shows 'Connection error'")
 
     # -- acting
 

@@ -42,8 +42,9 @@ CONSUMED_BY_PROXY = frozenset({b"expect"})
 
 #: Fields in which a proxy in front asserts something about the client: its
 #: address and port as a CDN or load balancer saw them, the path prefix it
-#: stripped, the user an authenticating proxy (oauth2-proxy, Authelia,
-#: Apache's C{REMOTE_USER}) let in.  Frameworks and apps behind Streamlit
+#: stripped, the request an auth service is asked about, the user an
+#: authenticating proxy (oauth2-proxy, Authelia, Apache's C{REMOTE_USER}) let
+#: in.  Frameworks and apps behind Streamlit
 #: believe them, so they pass only from a C{--trust-forwarded} peer; from
 #: anyone else each is dropped, whatever its case or how often it repeats.
 #: C{X-Real-IP} is not here: stproxy sets it itself (L{forwardingHeaders}).
@@ -54,8 +55,7 @@ ASSERTED_BY_PROXIES = frozenset(
         b"x-forwarded-prefix",
         b"true-client-ip",
         b"cf-connecting-ip",
-        # what the client asked for, as an auth_request-style check is told
-        # (an auth service behind stproxy's /oauth2/ pass-through believes them)
+        # what the client asked for
         b"x-forwarded-uri",
         b"x-forwarded-method",
         # who the client is

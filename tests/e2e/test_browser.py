@@ -24,38 +24,16 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
 from certs import CertificateAuthority
+from chromium import CHROMIUM_FLAGS, HOST, ChromiumPage, installed, start_chromium
 from harness import PROJECT_ROOT, ProxyProcess, StreamlitProcess, start_proxy, start_streamlit
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import (  # noqa: E402
-    StaleElementReferenceException,
-    TimeoutException,
-    WebDriverException,
-)
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 DEMO_APP = PROJECT_ROOT / "deploy" / "demo_app.py"
-HOST = "app.test"
-
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
-)
 
 _DIRECT = os.environ.get("STPROXY_BROWSER_DIRECT", "")
 #: ``proxy``: plain HTTP through stproxy; ``proxy-tls``: HTTPS and WSS through stproxy as the TLS
@@ -65,7 +43,7 @@ TARGETS = {"1": ["direct"], "both": ["direct", "proxy", "proxy-tls"]}.get(
 )
 
 pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    not installed(),
     reason="needs Debian chromium and chromium-driver",
 )
 
@@ -106,13 +84,12 @@ class Served:
             self.proxy.stop()
 
 
-class DemoPage:
+class DemoPage(ChromiumPage):
     """The demo app open in the browser, with waits that explain themselves when they fail."""
 
     def __init__(self, driver: WebDriver, served: Served, artifacts: Path) -> None:
-        self.driver = driver
+        super().__init__(driver, artifacts, served.output)
         self.served = served
-        self.artifacts = artifacts
 
     def open(self) -> DemoPage:
         self.driver.get(self.served.url)
@@ -120,45 +97,6 @@ class DemoPage:
         self.wait_for_text("Count: 0", 30)
         self.assert_no_connection_error()
         return self
-
-    def body_text(self) -> str:
-        try:
-            return self.driver.find_element(By.TAG_NAME, "body").text
-        except (StaleElementReferenceException, WebDriverException):
-            return ""
-
-    def diagnostics(self) -> str:
-        """Browser console, page text, a screenshot and the children's output, for a failure message."""
-        try:
-            console = "\n".join(
-                f"  {e.get('level')} {e.get('message')}" for e in self.driver.get_log("browser")
-            )
-        except WebDriverException as e:
-            console = f"  (unavailable: {e})"
-        shot = self.artifacts / f"screenshot-{time.monotonic_ns()}.png"
-        try:
-            self.driver.save_screenshot(str(shot))
-        except WebDriverException:
-            shot = Path("(none)")
-        return (
-            f"\n--- url: {self.driver.current_url}\n--- screenshot: {shot}\n"
-            f"--- browser console:\n{console}\n--- page text:\n{self.body_text()[-3000:]}\n"
-            f"{self.served.output()}"
-        )
-
-    def wait(self, condition: Callable[[WebDriver], object], timeout: float, what: str):
-        try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(condition)
-        except TimeoutException:
-            pass  # fail outside the handler, so the report is not a chain of two exceptions
-        pytest.fail(f"waited {timeout} s for {what}{self.diagnostics()}", pytrace=False)
-
-    def wait_for_text(self, text: str, timeout: float = 30) -> None:
-        self.wait(lambda d: text in self.body_text(), timeout, f"page text {text!r}")
-
-    def assert_no_connection_error(self) -> None:
-        if "Connection error" in self.body_text():
-            pytest.fail(f"the page shows 'Connection error'{self.diagnostics()}", pytrace=False)
 
     def click(self, label: str) -> None:
         """Click the button labelled ``label`` (found afresh: Streamlit re-renders)."""
@@ -175,15 +113,10 @@ class DemoPage:
 
 
 def _new_driver(profile: Path, target: str) -> WebDriver:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
+    flags = CHROMIUM_FLAGS
     if target == "proxy-tls":
-        options.add_argument("--ignore-certificate-errors")  # the test CA, test browser only
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        flags += ("--ignore-certificate-errors",)  # the test CA, test browser only
+    return start_chromium(profile, flags)
 
 
 # ----------------------------------------------------------------------------------- fixtures
@@ -261,10 +194,14 @@ def test_a_5_mb_upload_reaches_the_app_intact(page: DemoPage, tmp_path: Path) ->
 def test_the_generated_image_loads_from_media(page: DemoPage) -> None:
     """``st.image`` is served from ``/media/`` on the page's own host and decodes in the browser."""
     image = page.wait(
-        lambda d: d.find_element(By.CSS_SELECTOR, "img[src*='/media/']"), 30, "an <img> from /media/"
+        lambda d: d.find_element(By.CSS_SELECTOR, "img[src*='/media/']"),
+        30,
+        "an <img> from /media/",
     )
     page.wait(
-        lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image),
+        lambda d: d.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth", image
+        ),
         30,
         "the /media/ image to load (naturalWidth > 0)",
     )
@@ -279,7 +216,9 @@ def test_500_placeholder_updates_end_on_the_last_one(page: DemoPage) -> None:
     page.assert_no_connection_error()
 
 
-def test_the_page_recovers_after_streamlit_restarts(driver: WebDriver, target: str, tmp_path: Path) -> None:
+def test_the_page_recovers_after_streamlit_restarts(
+    driver: WebDriver, target: str, tmp_path: Path
+) -> None:
     """
     With the page open, Streamlit stops and starts again on the same port; within 30 s the page
     reconnects and Increment increments again (in a new session, so the count may have restarted).
@@ -306,7 +245,9 @@ def test_the_page_recovers_after_streamlit_restarts(driver: WebDriver, target: s
             return _wait_quietly(lambda: page.count() not in (None, 2), 3)
 
         page.wait(
-            count_moved, max(1, deadline - time.monotonic()), "a click to change the count after the restart"
+            count_moved,
+            max(1, deadline - time.monotonic()),
+            "a click to change the count after the restart",
         )
         before = page.count()
         page.click("Increment")

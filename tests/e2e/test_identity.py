@@ -47,7 +47,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import tomllib
 import urllib.error
 import urllib.request
@@ -57,6 +56,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import bcrypt
 import pytest
+from chromium import CHROMIUM_FLAGS as COMMON_FLAGS
+from chromium import HOST, ChromiumPage, installed, start_chromium
 from cryptography.x509.oid import NameOID
 from harness import (
     APPS,
@@ -72,35 +73,16 @@ from pki import PKI
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import (
-        StaleElementReferenceException,
-        TimeoutException,
-        WebDriverException,
-    )
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
-    from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # pragma: no cover - selenium is a test dependency
     webdriver = None
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-HOST = "app.test"
 PYTHON_M_STPROXY = [sys.executable, "-m", "stproxy"]
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
+    *COMMON_FLAGS,
     "--disable-features=BackForwardCache",  # leaving a page closes its WebSocket at once
     "--ignore-certificate-errors",  # the test CA's server certificate, test browser only
 )
@@ -117,7 +99,7 @@ FORGED = {
 }
 
 needs_browser = pytest.mark.skipif(
-    webdriver is None or not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    webdriver is None or not installed(),
     reason="needs selenium, Debian chromium and chromium-driver",
 )
 NSS_TOOLS = shutil.which("certutil") and shutil.which("pk12util")
@@ -193,44 +175,8 @@ def access_line(output: str, user: str, method: str, path: str, status: str) -> 
     )
 
 
-class Page:
+class Page(ChromiumPage):
     """The browser on one URL, with waits that explain themselves when they fail."""
-
-    def __init__(self, driver: WebDriver, artifacts: Path, outputs: Callable[[], str]) -> None:
-        self.driver = driver
-        self.artifacts = artifacts
-        self.outputs = outputs
-
-    def body_text(self) -> str:
-        try:
-            return self.driver.find_element(By.TAG_NAME, "body").text
-        except (StaleElementReferenceException, WebDriverException):
-            return ""
-
-    def diagnostics(self) -> str:
-        try:
-            console = "\n".join(
-                f"  {e.get('level')} {e.get('message')}" for e in self.driver.get_log("browser")
-            )
-        except WebDriverException as e:
-            console = f"  (unavailable: {e})"
-        shot = self.artifacts / f"screenshot-{time.monotonic_ns()}.png"
-        try:
-            self.driver.save_screenshot(str(shot))
-        except WebDriverException:
-            shot = Path("(none)")
-        return (
-            f"\n--- url: {self.driver.current_url}\n--- screenshot: {shot}\n"
-            f"--- browser console:\n{console}\n--- page text:\n{self.body_text()[-3000:]}\n"
-            f"{self.outputs()}"
-        )
-
-    def wait(self, condition: Callable[[WebDriver], object], timeout: float, what: str):
-        try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(condition)
-        except TimeoutException:
-            pass  # fail outside the handler, so the report is not a chain of two exceptions
-        pytest.fail(f"waited {timeout} s for {what}{self.diagnostics()}", pytrace=False)
 
     def open(self, url: str) -> Page:
         self.driver.get(url)
@@ -244,12 +190,10 @@ class Page:
         self.wait(lambda d: "Rendered: yes" in self.body_text(), timeout, "the user app's text")
         text = self.body_text()
         if "Connection error" in text:
-            pytest.fail(f"the page shows 'Connection error'{self.diagnostics()}", pytrace=False)
+            self.fail("the page shows 'Connection error'")
         fields = dict(re.findall(r"^(User|Email|Groups|Other): (.*)$", text, re.MULTILINE))
         if set(fields) != {"User", "Email", "Groups", "Other"}:
-            pytest.fail(
-                f"the user app's fields are not all there{self.diagnostics()}", pytrace=False
-            )
+            self.fail("the user app's fields are not all there")
         return fields
 
 
@@ -417,7 +361,7 @@ def driver(
     ``auto_select_certificate`` content setting that the AutoSelectCertificateForUrls policy
     also fills).
     """
-    if webdriver is None or not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    if webdriver is None or not installed():
         pytest.skip("needs selenium, Debian chromium and chromium-driver")
     profile = tmp_path_factory.mktemp("chromium-profile")
     (profile / "Default").mkdir()
@@ -428,14 +372,7 @@ def driver(
     exceptions = {"auto_select_certificate": auto_select}
     preferences = {"profile": {"content_settings": {"exceptions": exceptions}}}
     (profile / "Default" / "Preferences").write_text(json.dumps(preferences))
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "HOME": str(browser_home)})
-    browser = webdriver.Chrome(service=service, options=options)
+    browser = start_chromium(profile, CHROMIUM_FLAGS, env={**os.environ, "HOME": str(browser_home)})
     browser.set_page_load_timeout(60)
     try:
         yield browser
