@@ -44,9 +44,9 @@ CONSUMED_BY_PROXY = frozenset({b"expect"})
 #: address and port as a CDN or load balancer saw them, the path prefix it
 #: stripped, the request an auth service is asked about, the user an
 #: authenticating proxy (oauth2-proxy, Authelia, Apache's C{REMOTE_USER}) let
-#: in.  Frameworks and apps behind Streamlit
-#: believe them, so they pass only from a C{--trust-forwarded} peer; from
-#: anyone else each is dropped, whatever its case or how often it repeats.
+#: in.  Frameworks and apps behind Streamlit believe them, so they pass only
+#: from a C{--trust-forwarded} peer; from anyone else each is dropped,
+#: whatever its case or how often it repeats.
 #: C{X-Real-IP} is not here: stproxy sets it itself (L{forwardingHeaders}).
 ASSERTED_BY_PROXIES = frozenset(
     {
@@ -55,10 +55,9 @@ ASSERTED_BY_PROXIES = frozenset(
         b"x-forwarded-prefix",
         b"true-client-ip",
         b"cf-connecting-ip",
-        # what the client asked for
+        # what the client asked for; who the client is
         b"x-forwarded-uri",
         b"x-forwarded-method",
-        # who the client is
         b"x-forwarded-user",
         b"x-forwarded-email",
         b"x-forwarded-groups",
@@ -126,10 +125,9 @@ _REMEMBERED_PEERS = 4096
 
 class TrustedProxies:
     """
-    The networks whose own C{X-Forwarded-*}/C{Forwarded}/C{X-Real-IP}
-    headers, and the headers of L{ASSERTED_BY_PROXIES}, are believed; except
-    the identity headers stproxy sets itself (L{stproxy.auth.identity}),
-    which no peer may send.
+    The networks whose own C{X-Forwarded-*}/C{Forwarded}/C{X-Real-IP} and
+    L{ASSERTED_BY_PROXIES} headers are believed (not those stproxy sets
+    itself: L{stproxy.auth.identity}).
 
     A peer inside one of them is another proxy in front of stproxy, so its
     forwarding headers are appended to; any other peer's are replaced or
