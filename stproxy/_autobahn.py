@@ -8,51 +8,56 @@ Autobahn below the next major version so that such a release is a decision.
 
 What the relay needs of an Autobahn protocol, in stproxy's terms:
 
-  - L{LeanProtocol} skips three costs of Autobahn's message path that a relay
+  - L{LeanProtocol} skips three costs of Autobahn's message path a relay
     does not need (TWISTED.md section 12): the debug-log argument formatting
     of C{dataReceived} (C{_dataReceived} is the body without it) and of
     C{sendData} (written straight to the transport unless C{send_queue}
     holds chopped or synchronous sends), and the per-message C{"message"}
     event (L{LeanProtocol.onMessageEnd} takes C{message_data} and
-    C{message_is_binary} itself).  It also reports the first close frame of
-    a closing handshake (C{onCloseFrame}, Autobahn's internal hook) and
-    exposes what Autobahn keeps about the close (C{failedByMe},
-    C{droppedByMe}, C{closeHandshakeTimeoutCall}), sends close frames with
-    any valid code (C{sendCloseFrame}: the public C{sendClose} refuses the
-    1001 and 1012 a proxy must pass on) and fails a connection with a code
-    (C{_fail_connection}), keeping that close frame when Autobahn's server
-    would abort on the next close (C{dropConnection}).
+    C{message_is_binary} itself).  It reports the first close frame of a
+    closing handshake (C{onCloseFrame}), exposes what Autobahn keeps about
+    the close (C{failedByMe}, C{droppedByMe}, C{closeHandshakeTimeoutCall}),
+    sends close frames with any valid code (C{sendCloseFrame}: C{sendClose}
+    refuses the 1001 and 1012 a proxy passes on) and fails a connection with
+    a code (C{_fail_connection}), keeping that close frame when Autobahn's
+    server would abort on the next close (C{dropConnection}).
   - L{LeanProtocol.sendWholeMessage} sends within a limit of its own
-    (C{sendLimit}), where Autobahn's one C{maxMessagePayloadSize} option
-    bounds both ways: the protocol's copy of it is read at the time of each
-    use, by C{sendMessage} (the payload as compressed) and by the receiving
-    side (each frame's declared size, and since 26.10 the most a compressed
-    frame is inflated to, through C{decompress_message_data}'s
-    C{max_output_len}: a deflate bomb stops at the limit).  So the browser
-    leg takes messages smaller than those it sends.
+    (C{sendLimit}): Autobahn's one C{maxMessagePayloadSize} option, read at
+    each use, bounds both what C{sendMessage} sends and what is received
+    (each frame's declared size, and since 26.10 the most a compressed frame
+    is inflated to: C{decompress_message_data}'s C{max_output_len}).
+  - Raw passage (L{stproxy.websocket.passthrough}): C{takeUnparsed} takes
+    over from Autobahn's parser between messages (C{current_frame},
+    C{inside_message}, its receive buffer C{data}), C{autobahnReceived}
+    gives it back control frames (C{_dataReceived}), C{trafficReceived}
+    counts passing data as traffic for auto-ping (C{autoPingTimeoutCall},
+    C{_cancelAutoPingTimeoutCall}), C{heldWrites} keeps Autobahn's frames
+    and graceful close (C{_closeConnection}) out of the middle of the other
+    leg's frames; C{extensionsInUse} reads C{websocket_extensions_in_use}.
   - L{UpstreamHandshake} lets the upstream leg rewrite the handshake
     Autobahn's client writes (through C{sendData}) and remember the status
     of a refused one (C{failHandshake}, C{http_status_line}).
   - L{requestHead} and L{requestPath}: the browser's handshake as received
     (C{http_request_data}, C{http_request_path}).
-  - L{useReactorTimer}: the timers of a factory's connections (C{_batched_timer})
-    on the reactor the proxy was given, to the millisecond; and
-    L{ClientDropTimer}, the one timer of Autobahn's client that does not go
-    through C{_batched_timer} (the wait for the server to drop the TCP
-    connection after the closing handshake: C{serverConnectionDropTimeout},
-    C{serverConnectionDropTimeoutCall}, C{onServerConnectionDropTimeout}),
-    which Autobahn puts on txaio's global reactor.
+  - L{useReactorTimer}: the timers of a factory's connections
+    (C{_batched_timer}) on the proxy's reactor, to the millisecond; and
+    L{ClientDropTimer}, for the one timer of Autobahn's client that is not
+    (the wait for the server to drop TCP after the closing handshake:
+    C{serverConnectionDropTimeout}, C{serverConnectionDropTimeoutCall},
+    C{onServerConnectionDropTimeout}), which it puts on txaio's reactor.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
 
+from stproxy.websocket.timers import ReactorTimer
+
 if TYPE_CHECKING:
     from autobahn.websocket.protocol import WebSocketClientFactory, WebSocketServerFactory
-    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.internet.interfaces import IReactorTime
 
 STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
@@ -69,10 +74,8 @@ class LeanProtocol:
     """
 
     # From the Autobahn protocol class this is mixed into.  The transport is
-    # a TCP (or TLS) connection, an ITCPTransport, IConsumer and IPushProducer
-    # at once, which no one Twisted interface says; Autobahn leaves the last
-    # two untyped.  Autobahn annotates message_data without the None it
-    # assigns (the protocol classes mixing this in ignore that conflict).
+    # an ITCPTransport, IConsumer and IPushProducer at once (no one interface
+    # says so).  Autobahn annotates message_data without the None it assigns.
     state: int
     transport: Any
     message_data: list[bytes] | None
@@ -86,15 +89,64 @@ class LeanProtocol:
     #: The largest message this side sends (0: no limit), when it is not the
     #: largest it receives (C{maxMessagePayloadSize}); None: the same.
     sendLimit: int | None = None
+    #: Autobahn's own frames, held while the other leg's frame is half
+    #: written to this transport (None: none is; see the module docstring).
+    heldWrites: list[bytes] | None = None
+    _closeWhenReleased = False
 
     def dataReceived(self, data: bytes) -> None:
         self._dataReceived(data)  # type: ignore[attr-defined]
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        if sync or chopsize or self.send_queue:
+        if self.heldWrites is not None:
+            self.heldWrites.append(data)
+        elif sync or chopsize or self.send_queue:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
         else:
             self.transport.write(data)
+
+    @property
+    def extensionsInUse(self) -> bool:
+        return bool(self.websocket_extensions_in_use)  # type: ignore[attr-defined]
+
+    @property
+    def receiveLimit(self) -> int:
+        return self.maxMessagePayloadSize
+
+    @property
+    def betweenMessages(self) -> bool:
+        return self.current_frame is None and not self.inside_message  # type: ignore[attr-defined]
+
+    def takeUnparsed(self) -> bytes:
+        """What Autobahn received and has not parsed yet, taken from it."""
+        data, self.data = self.data, b""  # type: ignore[has-type]
+        return data  # type: ignore[no-any-return]
+
+    def autobahnReceived(self, data: bytes) -> None:
+        self._dataReceived(data)  # type: ignore[attr-defined]
+
+    def trafficReceived(self) -> None:
+        if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:  # type: ignore[attr-defined]
+            self._cancelAutoPingTimeoutCall()  # type: ignore[attr-defined]
+
+    def releaseWrites(self) -> None:
+        held, self.heldWrites = self.heldWrites, None
+        if held:
+            self.transport.write(b"".join(held))
+        if self._closeWhenReleased:
+            self._closeWhenReleased = False
+            super()._closeConnection(False)  # type: ignore[misc]
+
+    def breakOff(self) -> None:
+        """The frame half written here will never end: write nothing more, close TCP."""
+        self.heldWrites, self._closeWhenReleased = [], False
+        self.transport.loseConnection()
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        if self.heldWrites is not None and not abort:
+            self._closeWhenReleased = True
+        else:
+            super()._closeConnection(abort)  # type: ignore[misc]
 
     def sendWholeMessage(self, payload: bytes, isBinary: bool) -> None:
         """
@@ -204,12 +256,11 @@ class ClientDropTimer:
     (the C{serverConnectionDropTimeout} option) runs on the factory's timer,
     like every other timer of the connection (L{useReactorTimer}).
 
-    Autobahn's client schedules that one wait alone with
-    C{txaio.call_later}, on txaio's global reactor, from C{onCloseFrame}: so
-    the option is hidden from it for that call, and the same wait is
-    scheduled here, in C{serverConnectionDropTimeoutCall} (which Autobahn
-    cancels when the connection is lost), calling its
-    C{onServerConnectionDropTimeout}.
+    Autobahn schedules that one wait with C{txaio.call_later}, on txaio's
+    global reactor, from C{onCloseFrame}: so the option is hidden from it
+    for that call, and the same wait is put in
+    C{serverConnectionDropTimeoutCall} here (Autobahn cancels it when the
+    connection is lost).
     """
 
     state: int
@@ -244,42 +295,6 @@ def requestPath(protocol: WebSocketProtocol) -> str | None:
     return getattr(protocol, "http_request_path", None)
 
 
-class ReactorTimer:
-    """
-    Stands in for the batched timer Autobahn's factories keep in
-    C{_batched_timer} (open/close handshake timeouts, auto-ping).
-
-    Autobahn's own batches timers into buckets of whole seconds on the global
-    reactor, truncating: a 0.2 s ping interval then fires either at once
-    (a ping after every pong) or at the next full second.  This one calls
-    C{callLater} on the reactor given, to the millisecond, and its calls may
-    be cancelled after they ran.
-    """
-
-    def __init__(self, reactor: IReactorTime) -> None:
-        self._reactor = reactor
-
-    def call_later(
-        self, delay: float, func: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> _Call:
-        return _Call(self._reactor.callLater(delay, func, *args, **kwargs))
-
-
-class _Call:
-    """A delayed call whose C{cancel} is harmless once it ran or was cancelled."""
-
-    def __init__(self, call: IDelayedCall) -> None:
-        self._call = call
-
-    def cancel(self) -> None:
-        if self._call.active():
-            self._call.cancel()
-
-    def getTime(self) -> float:
-        """When the call is due, in the reactor's seconds."""
-        return self._call.getTime()
-
-
 def useReactorTimer(
     factory: WebSocketServerFactory | WebSocketClientFactory, reactor: IReactorTime
 ) -> None:
@@ -288,15 +303,7 @@ def useReactorTimer(
 
 
 __all__ = [
-    "STATE_CLOSED",
-    "STATE_CLOSING",
-    "STATE_CONNECTING",
-    "STATE_OPEN",
-    "ClientDropTimer",
-    "LeanProtocol",
-    "ReactorTimer",
-    "UpstreamHandshake",
-    "requestHead",
-    "requestPath",
+    "STATE_CLOSED", "STATE_CLOSING", "STATE_CONNECTING", "STATE_OPEN", "ClientDropTimer",
+    "LeanProtocol", "ReactorTimer", "UpstreamHandshake", "requestHead", "requestPath",
     "useReactorTimer",
-]
+]  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import txaio
 from autobahn.twisted.websocket import (
+    WebSocketAdapterProtocol,
     WebSocketClientFactory,
     WebSocketClientProtocol,
     WebSocketServerFactory,
@@ -474,3 +475,143 @@ def test_a_compressed_message_is_inflated_no_further_than_max_message_payload_si
     clock.advance(1)  # its parser, stuck on the refused frame, never reads the close reply
     pump.flush()
     assert client.closed is not None and client.closed[1] == 1009
+
+
+# Raw passage (stproxy.websocket.passthrough).
+
+
+def test_close_connection_keeps_its_signature():
+    """Twisted's adapter closes the transport in _closeConnection(abort), which LeanProtocol defers."""
+    method = private(WebSocketAdapterProtocol, "_closeConnection")
+    assert list(inspect.signature(method).parameters)[1:] == ["abort"]
+    assert callable(private(WebSocketProtocol, "_cancelAutoPingTimeoutCall"))
+
+
+def written(protocol: Any) -> bytes:
+    """What C{protocol} has written to its iosim transport and the pump has not moved yet."""
+    return b"".join(protocol.transport.stream)
+
+
+def test_an_open_connection_stands_between_messages_with_nothing_unparsed():
+    """Once open, current_frame is None, inside_message False and data (the unparsed bytes) empty."""
+    server, client, pump = connect()
+    for protocol in (server, client):
+        assert private(protocol, "current_frame") is None
+        assert private(protocol, "inside_message") is False
+        assert private(protocol, "data") == b""
+        assert protocol.betweenMessages
+        assert private(protocol, "websocket_extensions_in_use") == []
+        assert not protocol.extensionsInUse
+    client.sendMessage(b"x" * 100, isBinary=True)
+    server.transport.write(b"\x82\x05hel")  # half a frame: inside it
+    pump.flush()
+    assert not client.betweenMessages and client.current_frame is not None
+
+
+def test_bytes_behind_the_101_wait_unparsed_in_data_during_on_connect():
+    """
+    A client's onConnect runs before Autobahn parses what came with the 101: it is all in
+    data, which takeUnparsed empties, so Autobahn then parses nothing of it.
+    """
+    taken: list[bytes] = []
+
+    class Taking(LeanClient):
+        def onConnect(self, response):
+            taken.append(self.takeUnparsed())
+
+    class Eager(LeanServer):
+        def onOpen(self):
+            self.sendMessage(b"early", isBinary=True)
+
+    server, client, pump = connect(server=Eager, client=Taking)
+    assert taken == [b"\x82\x05early"]
+    assert client.received == [] and client.data == b""
+
+
+def test_frames_behind_a_handshake_wait_unparsed_in_data_during_on_open():
+    """A server's onOpen runs before Autobahn parses the frames that came behind the request."""
+    taken: list[bytes] = []
+
+    class Taking(LeanServer):
+        def onOpen(self):
+            taken.append(self.takeUnparsed())
+
+    clock = MemoryReactorClock()
+    serverFactory, clientFactory = factories(clock, Taking, LeanClient)
+    server = serverFactory.buildProtocol(None)
+    transport = Transport()
+    server.makeConnection(transport)
+    server.dataReceived(
+        b"GET /_stcore/stream HTTP/1.1\r\nHost: 127.0.0.1:8501\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n\x82\x81abcd\x00"
+    )
+    assert server.state == STATE_OPEN
+    assert taken == [b"\x82\x81abcd\x00"] and server.received == []
+
+
+def test_a_control_frame_handed_to_autobahn_is_acted_on():
+    """autobahnReceived (_dataReceived) of a whole ping frame gets it answered with a pong."""
+    server, client, pump = connect(client=PlainClient)
+    server.autobahnReceived(b"\x89\x84abcd" + bytes(b ^ k for b, k in zip(b"ping", b"abcd")))
+    assert written(server).endswith(b"\x8a\x04ping")
+
+
+def test_held_writes_and_a_graceful_close_wait_for_release():
+    """
+    While heldWrites is a list, Autobahn's frames go there and a graceful drop
+    (_closeConnection) waits; releaseWrites writes them, then closes.
+    """
+    server, client, pump = connect(client=PlainClient)
+    transport = server.transport
+    sent = len(written(server))
+    server.heldWrites = []
+    server.sendPing(b"held")
+    server.sendCloseWith(1000, None)
+    server.dropConnection(abort=False)
+    assert len(written(server)) == sent and len(server.heldWrites) == 2
+    assert not transport.disconnecting
+    transport.write(b"<the end of the other leg's frame>")
+    server.releaseWrites()
+    assert written(server)[sent:].startswith(b"<the end of the other leg's frame>\x89\x04held")
+    assert transport.disconnecting and server.heldWrites is None
+
+
+def test_an_abort_does_not_wait_for_held_writes():
+    """An abort (_closeConnection(abort=True)) goes through at once, held writes or not."""
+    server, client, pump = connect(client=PlainClient)
+    server.heldWrites = []
+    server.dropConnection(abort=True)
+    assert server.transport.disconnecting
+
+
+def test_break_off_closes_tcp_and_writes_nothing_more():
+    """breakOff: the half-written frame cannot end, so the connection closes with no close frame."""
+    server, client, pump = connect(client=PlainClient)
+    sent = len(written(server))
+    server.breakOff()
+    server.sendCloseWith(1001, b"going away")
+    assert len(written(server)) == sent
+    assert server.transport.disconnecting
+
+
+def test_traffic_received_cancels_a_pending_auto_ping_timeout():
+    """
+    trafficReceived does what a data frame does in Autobahn (autoPingRestartOnAnyTraffic):
+    the pending auto-ping's timeout (autoPingTimeoutCall) is cancelled and the next scheduled.
+    """
+    clock = MemoryReactorClock()
+    server, client, pump = connect(clock, autoPingInterval=1, autoPingTimeout=2)
+    clock.advance(1)
+    assert private(server, "autoPingTimeoutCall") is not None
+    assert private(server, "autoPingRestartOnAnyTraffic") is True
+    server.trafficReceived()
+    assert server.autoPingTimeoutCall is None
+    clock.advance(2.5)
+    assert not server.transport.disconnecting
+
+
+def test_the_receive_limit_is_max_message_payload_size():
+    """receiveLimit reads maxMessagePayloadSize, the limit Autobahn enforces on what it receives."""
+    server, client, pump = connect(maxMessagePayloadSize=1234)
+    assert server.receiveLimit == 1234

@@ -56,6 +56,13 @@ AUTOBAHN_INTERNALS = {
     "serverConnectionDropTimeoutCall",
     "onServerConnectionDropTimeout",
     "maxMessagePayloadSize",
+    # Raw passage ("data", Autobahn's receive buffer, is left out: too common a name).
+    "current_frame",
+    "inside_message",
+    "websocket_extensions_in_use",
+    "autoPingTimeoutCall",
+    "_cancelAutoPingTimeoutCall",
+    "_closeConnection",
 }
 
 #: The Twisted internals listed in stproxy/_twisted.py's docstring.

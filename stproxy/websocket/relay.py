@@ -7,21 +7,22 @@ that both mix in L{RelayLeg}.  Once both handshakes are done, L{join} makes each
 the C{other} of the other; from then on:
 
   - every complete message one leg receives is sent on the other with the same
-    binary/text flag, in order (message-level relay: Autobahn reassembles
-    fragments and enforces the size limit, the other leg re-frames);
+    binary/text flag, in order: as frames passed on as they came
+    (L{stproxy.websocket.passthrough}) unless an extension was negotiated,
+    then as messages (Autobahn reassembles, the other leg re-frames);
   - a close frame one leg receives is passed on with its code and reason, and a
     leg that goes away without one closes the other with L{RelayLeg.lostCode};
   - backpressure (L{stproxy.websocket.valve}): a peer that reads slowly stops
-    the proxy reading from the side that feeds it, so no more than about one
-    message (plus one held read) per direction waits in the proxy's memory;
+    the proxy reading the side that feeds it: about a message (a read in raw
+    passage), plus one held read, per direction waits in the proxy's memory;
   - once one leg is gone the other is closed, and aborted if still there
     after the close handshake timeout (its peer may have stopped reading).
 
 Pings are answered by each leg itself and never crossed over (Autobahn answers
 them), and a peer that does not read its pongs is not read either; keepalive
 on the browser leg is Autobahn's auto-ping.  How big a message may be is the
-receiving leg's limit (Autobahn's, also while inflating); the browser leg
-takes smaller messages than it sends (L{stproxy.config.WebSocketSettings}).
+receiving leg's limit (also while inflating); the browser leg takes smaller
+messages than it sends (L{stproxy.config.WebSocketSettings}).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from stproxy._autobahn import STATE_CLOSED, STATE_OPEN, LeanProtocol
+from stproxy.websocket.passthrough import Counter, Passthrough, passThrough
 from stproxy.websocket.valve import ReadingValve, SendBuffer
 
 CLOSE_MESSAGE_TOO_BIG = WebSocketProtocol.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG
@@ -54,10 +56,6 @@ class _NoCounter:
 
     def inc(self, amount: float = 1) -> None:
         pass
-
-
-class _Counter(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
 
 
 class SessionRecord(Protocol):
@@ -90,6 +88,8 @@ class RelayLeg(LeanProtocol):
     other: RelayLeg | None = None
     valve: ReadingValve | None = None
     sendBuffer: SendBuffer | None = None
+    #: What reads this leg's frames in raw passage (None: Autobahn does).
+    passthrough: Passthrough | None = None
     lostCode: tuple[int, bytes] = BROWSER_LOST
 
     #: Which end this leg faces, for L{stproxy.websocket.sessions.Session.closedBy}.
@@ -101,8 +101,8 @@ class RelayLeg(LeanProtocol):
     relayedMessages = 0
     relayedBytes = 0
     #: Pre-bound metric children (L{stproxy.ops.metrics.Metrics.relayedMessages}).
-    messageCounter: _Counter = _NoCounter()
-    byteCounter: _Counter = _NoCounter()
+    messageCounter: Counter = _NoCounter()
+    byteCounter: Counter = _NoCounter()
 
     # These come from the Autobahn protocol class this is mixed into.
     wasClean: bool
@@ -143,7 +143,11 @@ class RelayLeg(LeanProtocol):
         close handshake timeout drops it.  After a frame refused while being
         inflated, Autobahn's parser would keep all the peer sends until then.
         """
-        if not self.failedByProxy:
+        if self.failedByProxy:
+            return
+        if self.passthrough is not None:
+            self.passthrough.received(data)
+        else:
             super().dataReceived(data)
 
     def messageReceived(self, payload: bytes, isBinary: bool) -> None:
@@ -262,6 +266,8 @@ class RelayLeg(LeanProtocol):
             # It may be held waiting for this transport to drain; it must
             # read again to see the end of its own closing handshake.
             self.sendBuffer.releaseFeeding()
+        if self.passthrough is not None:
+            self.passthrough.legGone()
         if self.failedByProxy and self.localCloseCode is not None:
             # This leg failed (e.g. 1009 message too big): pass that on.
             other.closeWith(self.localCloseCode, self.localCloseReason)
@@ -289,6 +295,7 @@ def join(browser: RelayLeg, upstream: RelayLeg) -> None:
     upstream.sendBuffer = SendBuffer(browser.valve, upstream.valve)
     browser.transport.registerProducer(browser.sendBuffer, True)
     upstream.transport.registerProducer(upstream.sendBuffer, True)
+    passThrough(browser, upstream)
 
 
 __all__ = [

@@ -67,6 +67,7 @@ class ReadingValve:
         self._held: deque[bytearray] = deque()
         self._heldBytes = 0
         self._sourcePaused = False
+        self._delivering = False
 
     @property
     def paused(self) -> bool:
@@ -100,15 +101,22 @@ class ReadingValve:
         """
         C{cause} no longer holds the valve.  Once nothing does, what was
         held is processed, in order, until done or held again, and then the
-        source reads again.
+        source reads again.  A release made while that processing is under
+        way (by what it does) leaves the rest to it, in order.
         """
         if cause not in self._holds:
             return
         self._holds.discard(cause)
-        while self._held and not self._holds:
-            piece = self._held.popleft()
-            self._heldBytes -= len(piece)
-            self._deliver(bytes(piece))
+        if self._delivering:
+            return  # released while what it held is being processed: that goes on
+        self._delivering = True
+        try:
+            while self._held and not self._holds:
+                piece = self._held.popleft()
+                self._heldBytes -= len(piece)
+                self._deliver(bytes(piece))
+        finally:
+            self._delivering = False
         if not self._holds and self._sourcePaused:
             self._sourcePaused = False
             self._source.resumeProducing()

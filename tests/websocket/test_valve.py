@@ -157,3 +157,28 @@ def test_stopping_never_stops_the_source_and_the_feeding_leg_reads_again_once_re
     assert feeding.paused
     buffer.releaseFeeding()
     assert not feeding.paused and own.paused
+
+
+def test_a_release_made_by_what_the_valve_delivers_keeps_the_order() -> None:
+    """
+    Processing a held piece may hold and release the valve again (raw passage does, for a
+    pong that waited): the pieces after it are still delivered once each, in order, after it.
+    """
+    source = Source()
+    steps: list[str] = []
+    pieces = [bytes([n]) * PIECE for n in b"123"]
+
+    def deliver(data: bytes) -> None:
+        steps.append(f"start {data[:1]!r}")
+        if data == pieces[0]:
+            v.hold(OTHER)
+            v.release(OTHER)
+        steps.append(f"end {data[:1]!r}")
+
+    v = ReadingValve(source, deliver, 4 * PIECE)
+    v.hold(FULL)
+    for piece in pieces:
+        v.received(piece)
+    v.release(FULL)
+    assert steps == [f"{edge} {bytes([n])!r}" for n in b"123" for edge in ("start", "end")]
+    assert source.calls == [] and v.heldBytes == 0
