@@ -23,6 +23,9 @@ How a proxy comes to be::
     command line --Options--> Config ---------assemble---------> ProxyService tree
                    tap.py     config.py       assembly.py         service.py
                    (parsers: parse.py, parsetls.py)
+                      |
+                      `-- --workers N --> SupervisorService, N x python -m stproxy
+                                          workers/assembly (each worker: assemble)
 
 The top level:
 
@@ -53,7 +56,10 @@ The packages, each with a docstring of its own:
   discovery;
 - C{auth}: who a request is from: password files, forward auth, client
   certificates, and the identity headers Streamlit reads as C{st.user};
-- C{ops}: drain, metrics, admin, logs, signals.
+- C{ops}: drain, metrics, admin, logs, signals;
+- C{workers}: C{--workers N}, several processes on the same listeners: the
+  supervisor that binds them, starts, restarts and stops the workers, and
+  serves their merged metrics; each worker a whole stproxy adopting them.
 """
 
 from stproxy.api import StreamlitProxy

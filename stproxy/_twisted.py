@@ -48,6 +48,11 @@ Twisted below the next major version so that such a release is a decision.
   - C{HTTPFactory._openLogFile}: documented as the override point for where
     an access log goes; stproxy's C{--access-log -} is the process's real
     standard output, which twistd has replaced by its log.
+  - C{unix.Port._fromListeningDescriptor}: how C{adoptStreamPort} builds the
+    port of an inherited C{AF_UNIX} socket; a C{--workers} worker adopts its
+    supervisor's C{unix:} sockets with a port that neither C{chmod}s the
+    socket's file to 0666 on start (its C{mode=} undone, or EPERM where the
+    supervisor owns it) nor unlinks it on stop (the other workers serve it).
   - C{twisted.internet._sslverify.IOpenSSLTrustRoot}: the interface of
     C{platformTrust()} and C{trustRootFromCertificates()}, for annotations
     (no public module re-exports it).
@@ -59,6 +64,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import tcp, unix
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.python.failure import Failure
 from twisted.web._newclient import HEADER, STATUS, ParseError
@@ -72,7 +78,12 @@ from twisted.web.http import (
 )
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IProtocol, IReactorTime
+    from twisted.internet.interfaces import (
+        IListeningPort,
+        IProtocol,
+        IProtocolFactory,
+        IReactorTime,
+    )
     from twisted.web._newclient import HTTPClientParser
     from twisted.web.iweb import IResponse
 
@@ -217,6 +228,28 @@ def raiseBindErrorsAtStart(service: StreamServerEndpointService) -> None:
     service._raiseSynchronously = True
 
 
+class _InheritedUNIXPort(unix.Port):
+    """A C{unix.Port} over an inherited socket that leaves the socket's file alone."""
+
+    def startListening(self) -> None:
+        # tcp.Port's: take the socket as it is (no lock file, no chmod).
+        tcp.Port.startListening(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        # tcp.Port's: close this copy (never shut down: it adopted) and keep the file.
+        tcp.Port.connectionLost(self, reason)
+
+
+def adoptUNIXPort(reactor: object, fd: int, factory: IProtocolFactory) -> IListeningPort:
+    """
+    C{reactor.adoptStreamPort(fd, AF_UNIX, factory)}, leaving the socket's
+    file as it is, now and when the port stops.
+    """
+    port: IListeningPort = _InheritedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    port.startListening()
+    return port
+
+
 def forgetExitSignal(reactor: object) -> None:
     """
     Let a process whose reactor was stopped by a signal exit normally: twistd
@@ -265,6 +298,7 @@ __all__ = [
     "ResponseHeadTooLarge",
     "UpstreamConnectionPool",
     "StandardOutputLogMixin",
+    "adoptUNIXPort",
     "channelProtocol",
     "chunkRemaining",
     "forgetExitSignal",

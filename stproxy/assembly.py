@@ -14,7 +14,8 @@ The tree::
       upstream      RoutingService     replicas: lookups, health checks, discovery,
                                        their connection pools (closed last)
       listener-N    one per --listen   serving the ProxySite
-      admin         admin listener     only with --admin
+      admin         admin listener     only with --admin (not in a worker)
+      control       WorkerControl      only in a --workers worker: its supervisor's questions
       redirect-http redirect listener  only with --redirect-http
       tls           TLSService         certificate reload, SIGHUP
       auth          AuthService        only with authentication: password files
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorSocket, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
 
 from stproxy.assembleapps import appAuth, appRouting, describeUpstreams
@@ -47,6 +49,9 @@ from stproxy.ops.logs import publisherAt
 from stproxy.ops.metrics import Metrics
 from stproxy.service import PUBLIC_LISTENER_PREFIX, REDIRECT_LISTENER, ProxyService
 from stproxy.websocket.resource import webSocketResource
+from stproxy.workers.adopt import Adoption, workerConfig
+from stproxy.workers.control import workerControl
+from stproxy.workers.flags import WorkerSpec
 
 if TYPE_CHECKING:
     from stproxy.reactor import ProxyReactor
@@ -57,6 +62,7 @@ def assemble(
     reactor: ProxyReactor,
     ownsProcess: bool = False,
     raiseSoftLimit: Callable[[int, int], None] | None = None,
+    worker: WorkerSpec | None = None,
 ) -> ProxyService:
     """
     Build the whole proxy: listeners, upstream pool, WebSocket relay,
@@ -67,9 +73,14 @@ def assemble(
     @param ownsProcess: see L{ProxyService.ownsProcess}.
     @param raiseSoftLimit: sets the soft descriptor limit, on start
         (L{DescriptorLimit}); C{setrlimit} by default.
+    @param worker: in a C{--workers} worker, what its supervisor passed it:
+        the listeners are adopted rather than bound (L{stproxy.workers.adopt}),
+        and the supervisor, not the worker, serves C{--admin}.
     @raise stproxy.edge.certificates.CertificateError: if a certificate
         file can no longer be loaded.
     """
+    config = config if worker is None else workerConfig(config, worker)
+    adoption = None if worker is None else Adoption(IReactorSocket(reactor), config, worker)
     log = publisherAt(config.logging.level, config.logging.format)
     metrics = Metrics()
     routing = appRouting(config, reactor, metrics, log)
@@ -100,10 +111,15 @@ def assemble(
     certificates = {
         description: ServerCertificate(files) for description, files in config.tls.listeners.items()
     }
+    announce: dict[str, str] = {} if adoption is None else {"message": adoption.announcement}
+
+    def public(description: str) -> IStreamServerEndpoint:
+        if adoption is None:
+            return listenerEndpoint(reactor, description, certificates, connections)
+        return adoption.endpoint(description, connections, certificates.get(description))
+
     endpoints = [
-        AnnouncedEndpoint(
-            listenerEndpoint(reactor, description, certificates, connections), description, log
-        )
+        AnnouncedEndpoint(public(description), description, log, **announce)
         for description in config.listen
     ]
     service = ProxyService(
@@ -124,8 +140,13 @@ def assemble(
     for number, endpoint in enumerate(endpoints):
         name = f"{PUBLIC_LISTENER_PREFIX}{number}"
         listeningService(endpoint, site, name).setServiceParent(service)
-    _addOperations(service, config, reactor, metrics, log)
-    _addRedirect(service, config, reactor, certificates, connections, log)
+    if worker is None:
+        _addOperations(service, config, reactor, metrics, log)
+    else:
+        control = workerControl(reactor, worker.index, worker.control, metrics, service.ready, log)
+        control.setServiceParent(service)
+        service.exitOnSecondSignal = False  # the supervisor's to do
+    _addRedirect(service, config, reactor, certificates, connections, log, adoption)
     insecure = describeUpstreams(config.routes) if config.tls.upstreamInsecure else None
     TLSService(reactor, certificates, config.tls.reloadInterval, log, insecure).setServiceParent(
         service
@@ -161,6 +182,7 @@ def _addRedirect(
     certificates: dict[str, ServerCertificate],
     connections: ConnectionLimit,
     log: ILogObserver,
+    adoption: Adoption | None = None,
 ) -> None:
     """With C{--redirect-http}, a plain listener sending every request to the HTTPS origin."""
     tls = config.tls
@@ -185,11 +207,14 @@ def _addRedirect(
         maxHeaderSize=config.maxHeaderSize,
         limits=config.clients,
     )
-    endpoint = AnnouncedEndpoint(
-        LimitedEndpoint(serverFromString(reactor, tls.redirect), connections),
-        f"{tls.redirect}, redirecting to HTTPS",
-        log,
-    )
+    plain: IStreamServerEndpoint
+    announce: dict[str, str] = {}
+    if adoption is None:
+        plain = LimitedEndpoint(serverFromString(reactor, tls.redirect), connections)
+    else:
+        plain = adoption.endpoint(tls.redirect, connections)
+        announce = {"message": adoption.announcement}
+    endpoint = AnnouncedEndpoint(plain, f"{tls.redirect}, redirecting to HTTPS", log, **announce)
     listeningService(endpoint, site, REDIRECT_LISTENER).setServiceParent(service)
 
 

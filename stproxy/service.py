@@ -66,6 +66,11 @@ class ProxyService(MultiService):
 
     draining = False
 
+    #: With L{ownsProcess}, whether a second SIGTERM/SIGINT ends the process at
+    #: once; not in a C{--workers} worker, whose supervisor does that (and
+    #: whose own request to stop must not count as a second signal).
+    exitOnSecondSignal = True
+
     def __init__(
         self,
         reactor: IReactorTime,
@@ -175,7 +180,7 @@ class ProxyService(MultiService):
         as any twistd process does, so the failure shows in its status too.
         """
         clean = True
-        if self.ownsProcess:
+        if self.ownsProcess and self.exitOnSecondSignal:
             clean &= await self._steps([("second-signal handler", exitOnNextSignal)])
         self._log.info(
             "stproxy stopping: draining for up to {timeout} s", timeout=self.shutdownTimeout

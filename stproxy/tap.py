@@ -22,9 +22,11 @@ from stproxy.assembly import assemble
 from stproxy.config import Config, ConfigError, Timeouts
 from stproxy.parsetls import TLSFlags, tlsSettings
 from stproxy.reactor import ProxyReactor, globalReactor
+from stproxy.workers.assembly import supervise
+from stproxy.workers.flags import WorkerFlags
 
 
-class Options(parseroutes.RoutingFlags, parseauth.AuthFlags, usage.Options):
+class Options(parseroutes.RoutingFlags, parseauth.AuthFlags, WorkerFlags, usage.Options):
     """
     The options shared by C{twistd stproxy} and C{python -m stproxy}.
 
@@ -179,6 +181,7 @@ class Options(parseroutes.RoutingFlags, parseauth.AuthFlags, usage.Options):
     exitOnError = True
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -193,6 +196,7 @@ class Options(parseroutes.RoutingFlags, parseauth.AuthFlags, usage.Options):
     def postOptions(self) -> None:
         try:
             self.config = self._config()
+            self.processes = self.workerSettings()
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         if self["print-streamlit-config"]:
@@ -289,7 +293,10 @@ def makeService(options: Options, reactor: ProxyReactor | None = None) -> IServi
     """
     if reactor is None:
         reactor = globalReactor()
-    return assemble(options.config, reactor, ownsProcess=options.exitOnError)
+    if options.processes.supervises:  # --workers N: this process starts and watches N workers
+        config, arguments = options.config, options.arguments
+        return supervise(config, options.processes, arguments, reactor, options.exitOnError)
+    return assemble(options.config, reactor, options.exitOnError, worker=options.processes.worker)
 
 
 __all__ = ["Options", "makeService"]

@@ -8,7 +8,10 @@ on the global reactor.
 from __future__ import annotations
 
 import io
+import os
 import signal
+import socket
+import stat
 import sys
 from typing import Any
 
@@ -35,6 +38,7 @@ from stproxy._twisted import (
     ResponseHeadTooLarge,
     StandardOutputLogMixin,
     UpstreamConnectionPool,
+    adoptUNIXPort,
     channelProtocol,
     chunkRemaining,
     forgetExitSignal,
@@ -182,6 +186,33 @@ def test_without_raise_synchronously_a_bind_error_is_only_logged():
     failures = [event.get("log_failure", event.get("failure")) for event in events]
     failures = [failure for failure in failures if failure is not None]
     assert [failure.type for failure in failures] == [CannotListenError]
+
+
+def test_adopting_a_unix_socket_leaves_its_file_alone(tmp_path):
+    """
+    unix.Port._fromListeningDescriptor builds the port of an inherited AF_UNIX socket, and
+    adoptUNIXPort's port neither chmods its file (Twisted's own would make it 0666) nor
+    unlinks it when it stops.
+    """
+    from twisted.internet import unix
+
+    private(unix.Port, "_fromListeningDescriptor")
+    path = tmp_path / "s.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
+    sock.listen()
+    reactor = MemoryReactorClock()
+    try:
+        port = adoptUNIXPort(reactor, sock.fileno(), Factory())
+        assert port.getHost().name == str(path).encode()
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert reactor.readers, "the adopted port does not read (accept)"
+        port.stopListening()
+        reactor.advance(0)
+        assert path.exists()
+    finally:
+        sock.close()
 
 
 class _SignalledReactor:

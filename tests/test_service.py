@@ -231,6 +231,19 @@ def test_a_clean_stop_of_a_process_owner_exits_0(closes: list[str], process: lis
     assert process == ["exitOnNextSignal", "forgetExitSignal"]
 
 
+def test_a_worker_leaves_the_second_signal_to_its_supervisor(
+    closes: list[str], process: list[str]
+) -> None:
+    """A --workers worker (exitOnSecondSignal off) installs no second-signal exit, and exits 0."""
+    reactor = MemoryReactorClock()
+    service = proxy(reactor)
+    service.ownsProcess = True
+    service.exitOnSecondSignal = False
+    service.startService()
+    service.stopService()
+    assert process == ["forgetExitSignal"]
+
+
 def test_no_report_of_refusals_outlives_the_stop(closes: list[str]) -> None:
     """Once stopped, the proxy never logs "Below the connection limit again" (or anything) about refusals later."""
     reactor = MemoryReactorClock()

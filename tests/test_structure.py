@@ -81,6 +81,7 @@ TWISTED_INTERNALS = {
     "_respondToBadRequestAndDisconnect",
     "_transferDecoder",
     "_ChunkedTransferDecoder",
+    "_fromListeningDescriptor",
 }
 
 #: The libraries whose private names only the adapters may use, and their caps.
