@@ -95,7 +95,7 @@ class WebSocketSettings:
 
     pingInterval: float = 30.0
     pingTimeout: float = 30.0
-    compression: bool = True
+    compression: bool = False
     maxMessageSize: int = 200 * 1024 * 1024
     handshakeTimeout: float = 30.0
     maxBrowserMessageSize: int = 8 * 1024 * 1024

@@ -71,7 +71,7 @@ class Options(parseroutes.RoutingFlags, parseauth.AuthFlags, WorkerFlags, usage.
         ["max-connections", None, None, "Most connections, 503 past it [default: from ulimit -n]"],
         ["ws-ping-interval", None, "30", "Seconds between WebSocket pings to the browser; 0 = off"],
         ["ws-ping-timeout", None, "30", "Seconds to wait for a pong before dropping the browser"],
-        ["ws-compression", None, "on", "permessage-deflate towards the browser: on or off"],
+        ["ws-compression", None, "off", "permessage-deflate towards the browser: on or off"],
         [
             "ws-max-message-size",
             None,

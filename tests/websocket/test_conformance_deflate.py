@@ -67,7 +67,7 @@ def deflatedEchoes(
     size: int,
     fragment: int,
 ) -> object:
-    client = yield self.connect(b"Sec-WebSocket-Extensions: " + offer)
+    client = yield self.connect(b"Sec-WebSocket-Extensions: " + offer, compression=True)
     self.assertIsNotNone(client.deflate, client.head)
     self.assertEqual({k: client.deflate.parameters.get(k) for k in agreed}, agreed)
     for n in range(COUNT):

@@ -122,10 +122,11 @@ def test_with_no_extension_both_legs_pass_frames_on_as_they_came() -> None:
 def test_a_browser_that_negotiated_deflate_keeps_the_message_path() -> None:
     """With permessage-deflate on the browser leg, messages are relayed (and compressed) as before."""
     r = Relayed(
+        compression=True,
         browserOptions={
             "perMessageCompressionOffers": [PerMessageDeflateOffer()],
             "perMessageCompressionAccept": PerMessageDeflateResponseAccept,
-        }
+        },
     )
     assert r.browserLeg.extensionsInUse
     assert r.browserLeg.passthrough is None and r.upstreamLeg.passthrough is None

@@ -204,7 +204,7 @@ def test_a_deflate_bomb_is_refused_with_1009_having_inflated_no_more_than_the_li
     never inflated more than the limit (plus the one byte that proves it).
     """
     inflated: list[int] = []
-    r = Relayed(browserOptions=DEFLATE, maxBrowserMessageSize=2**20)
+    r = Relayed(browserOptions=DEFLATE, compression=True, maxBrowserMessageSize=2**20)
     assert r.browserLeg.websocket_extensions_in_use, "permessage-deflate was not negotiated"
     monkeypatch.setattr(
         compress_deflate.zlib, "decompressobj", lambda *args: InflationSpy(inflated, *args)
@@ -224,7 +224,7 @@ def test_what_a_failed_browser_sends_next_is_neither_parsed_nor_kept() -> None:
     After its 1009 the browser leg processes nothing more (RFC 6455 7.1.7):
     a browser streaming on is not buffered until the close timeout.
     """
-    r = Relayed(browserOptions=DEFLATE, maxBrowserMessageSize=2**20)
+    r = Relayed(browserOptions=DEFLATE, compression=True, maxBrowserMessageSize=2**20)
     r.browser.sendMessage(b"\0" * (30 * 2**20), isBinary=True)
     r.net.flush()
     assert r.browserLeg.failedByProxy
