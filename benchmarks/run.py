@@ -46,6 +46,7 @@ import platform
 import re
 import resource
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -622,6 +623,7 @@ class Bench:
         port = free_port()
         argv = [sys.executable, "-m", "stproxy", "--upstream", f"127.0.0.1:{self.up_port}"]
         argv += ["--listen", f"tcp:{port}:interface=127.0.0.1", *extra]
+        argv += shlex.split(self.args.stproxy_args)
         self.systems.append(System(name, port, Child(name, argv, self.workdir, cpus), cpus))
 
     def stop(self) -> None:
@@ -863,6 +865,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procs", type=int,
                         help="load-generator processes for the many-connection workloads "
                         "[default: one per CPU the load may use, at most 4]")  # fmt: skip
+    parser.add_argument("--stproxy-args", default="", metavar="ARGS",
+                        help="more options for every stproxy column, e.g. "
+                        "'--ws-compression on' (the deflate row then compresses)")  # fmt: skip
     parser.add_argument("--http-client", choices=("auto", "wrk", "python"), default="auto",
                         help="small GETs with wrk or loadgen.py [default: wrk when on PATH, "
                         "except in --smoke]")  # fmt: skip
