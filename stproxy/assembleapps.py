@@ -59,7 +59,13 @@ def appRouting(
     discoveries = []
     for spec in config.routes:
         # --health-path is the root app's (a Streamlit with a baseUrlPath behind --upstream).
-        healthPath = config.operations.healthPath if spec.prefix == "/" else spec.healthPath
+        healthPath: bytes | None = (
+            config.operations.healthPath if spec.prefix == "/" else spec.healthPath
+        )
+        if not spec.sticky and config.operations.admin is None:
+            # One replica and no /readyz to answer: nothing would read the checks
+            # (there is no other replica to send browsers to), so Streamlit is spared them.
+            healthPath = None
         replicas = ReplicaSet(
             spec.prefix,
             reactor,

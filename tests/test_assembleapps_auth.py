@@ -211,3 +211,19 @@ def test_an_app_whose_prefix_extends_a_passthrough_prefix_is_still_checked() -> 
     output, connected = proxy.send(request(b"GET", b"/authoring/"))
     assert connected == []
     assert parseAnswers(output)[0].status == 401
+
+
+def test_a_single_upstream_is_health_checked_only_for_readyz() -> None:
+    """One --upstream: no health check without --admin (nothing reads it); with --admin, /readyz needs one."""
+    from stproxy.tap import Options
+
+    def checked(*args: str) -> bool:
+        options = Options(environ={})
+        options.parseOptions(["--upstream", "127.0.0.1:8501", *args])
+        routing = appRouting(options.config, MemoryReactorClock(), Metrics(), lambda event: None)
+        [route] = routing.routes.routes
+        return route.replicas.healthPath is not None
+
+    assert not checked()
+    assert checked("--admin", "tcp:0:interface=127.0.0.1")
+    assert checked("--upstream", "127.0.0.1:8502")

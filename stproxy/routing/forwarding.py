@@ -130,7 +130,8 @@ class ReplicaForwarding:
         if not failure.check(ConnectError, DNSLookupError):
             return failure
         why = failure.getErrorMessage() or failure.value.__class__.__name__
-        self._pin.replica.failed(f"connection failed: {why}")
+        if self._pin.route.sticky:  # with one replica, there is nowhere else to go
+            self._pin.replica.failed(f"connection failed: {why}")
         if self._next(f"connection failed: {why}"):
             return self.send(headers)
         return failure

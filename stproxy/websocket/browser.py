@@ -157,7 +157,7 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
         if failure.check(CancelledError) or self._accept is None:
             return
         self.factory.metrics.upstreamConnectErrors.inc()
-        if self.pin is not None and failure.check(ConnectError):
+        if self.pin is not None and self.pin.route.sticky and failure.check(ConnectError):
             self.pin.replica.failed(f"WebSocket connection failed: {failure.getErrorMessage()}")
         self._log.warn(
             "WebSocket upstream {upstream} unreachable for {peer}: {reason}",

@@ -362,6 +362,16 @@ def test_a_non_sticky_route_never_retries_a_404() -> None:
     assert sent.result is response and sent.setCookie() is None
 
 
+def test_the_one_replica_of_a_single_upstream_is_not_marked_down() -> None:
+    """A single --upstream refusing: the failure is the answer, and no state, line or 1012 follows (nowhere else to go)."""
+    app = App(count=1, sticky=False)
+    sent = Sent(app, b"/")
+    sent.refuse()
+    assert isinstance(sent.result, Failure) and sent.result.check(ConnectionRefusedError)
+    assert app.replica(0).state == UP
+    assert app.logged("is {state}") == []
+
+
 def test_a_refusal_then_a_wrong_process_answer_are_both_retried() -> None:
     """The two retry reasons add up: refused, then 400, then taken by the third replica."""
     app = App(count=3)
