@@ -100,6 +100,7 @@ def assemble(
         limits=config.clients,
         gate=gate,
         identity=config.auth.identity,
+        clientCertificates=any(files.clientCA for files in config.tls.listeners.values()),
     )
     drain = Drain(reactor, metrics, log)
     events = Logger("stproxy.access", None, log) if config.logging.format == "json" else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 from twisted.web.http_headers import Headers
 
@@ -43,9 +44,9 @@ class IdentityHeaders:
     clientCert: str = "X-Forwarded-Client-Cert"
     copied: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def managed(self) -> frozenset[bytes]:
-        """Every header name stproxy alone may set, lower-case."""
+        """Every header name stproxy alone may set, lower-case (once: every request asks)."""
         names = (self.user, self.email, self.groups, self.clientCert, *self.copied)
         return frozenset(name.lower().encode("ascii") for name in names)
 

@@ -64,12 +64,18 @@ class ProxyRoot(Resource):
         gate: Gate | None = None,
         identity: IdentityHeaders = IdentityHeaders(),
         logObserver: ILogObserver | None = None,
+        clientCertificates: bool = True,
     ) -> None:
         """
         @param gate: the authentication steps; C{None} for none.
         @param identity: the identity headers' names.
+        @param clientCertificates: whether a listener verifies client
+            certificates (C{--tls-client-ca}), whose subject then goes
+            upstream; without a gate and without them, a request carries
+            nothing of the proxy's and is not looked at.
         """
         super().__init__()
+        self._clientCertificates = clientCertificates
         self._http = http
         self._webSocket = webSocket
         self._gate = gate
@@ -79,7 +85,8 @@ class ProxyRoot(Resource):
     def render(self, request: Request) -> object:
         self._identity.strip(request.requestHeaders)
         if self._gate is None:
-            self._authenticated(request, Verdict())
+            if self._clientCertificates:
+                self._authenticated(request, Verdict())
             return self._dispatch(request)
         decided = self._gate.check(request).addCallback(self._decided, request)
         decided.addErrback(self._broken, request)

@@ -135,12 +135,13 @@ def buildSite(
     limits: ClientLimits = ClientLimits(),
     gate: Gate | None = None,
     identity: IdentityHeaders = IdentityHeaders(),
+    clientCertificates: bool = True,
 ) -> ProxySite:
     """
     The resource tree (L{ProxyRoot}: C{gate} decides who a request is from,
     C{identity} names the headers that say so) and the L{Site} around it.
     """
-    root = ProxyRoot(http, webSocket, gate, identity, logObserver)
+    root = ProxyRoot(http, webSocket, gate, identity, logObserver, clientCertificates)
     return ProxySite(
         root, reactor, maxBodySize, accessLog, logObserver, hsts, maxHeaderSize, limits
     )

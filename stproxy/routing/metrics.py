@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter
+
     from stproxy.ops.metrics import Metrics
     from stproxy.upstream.address import UpstreamAddress
 
@@ -28,6 +30,7 @@ class ReplicaMetrics:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._requests: dict[tuple[str, UpstreamAddress], Counter] = {}
 
     def _labels(self, replica: Replica) -> tuple[str, str]:
         return replica.route, str(replica.address)
@@ -39,7 +42,14 @@ class ReplicaMetrics:
         self._metrics.replicaSessions.labels(*self._labels(replica)).set(count)
 
     def request(self, replica: Replica) -> None:
-        self._metrics.replicaRequests.labels(*self._labels(replica)).inc()
+        # Every request counts: the child is looked up once per replica.
+        key = (replica.route, replica.address)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self._metrics.replicaRequests.labels(
+                *self._labels(replica)
+            )
+        child.inc()
 
     def healthFailed(self, replica: Replica) -> None:
         self._metrics.replicaHealthFailures.labels(*self._labels(replica)).inc()
@@ -49,6 +59,7 @@ class ReplicaMetrics:
 
     def forget(self, replica: Replica) -> None:
         """C{replica} is gone for good: drop its label values."""
+        self._requests.pop((replica.route, replica.address), None)
         labels = self._labels(replica)
         for family in (
             self._metrics.replicaUp,

@@ -177,6 +177,15 @@ class ReplicaSet:
         self._turn += 1
         return tied[self._turn % len(tied)]
 
+    def only(self) -> Replica | None:
+        """
+        The replica of a set that has one (a single C{--upstream}), whatever
+        its state: with nowhere else to go, every request is tried there.
+        """
+        for replica in self.replicas.values():
+            return replica
+        return None
+
     @property
     def anyUp(self) -> bool:
         return any(r.isUp for r in self.replicas.values())

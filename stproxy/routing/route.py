@@ -104,7 +104,7 @@ class Route:
         @param session: the Streamlit session id the request names, if any.
         """
         if not self.sticky:
-            only = self.replicas.choose()
+            only = self.replicas.only()
             return None if only is None else Pin(self, only, pinned=True)
         named, present = self.affinity.read(cookies)
         replica = self.replicas.get(named)
