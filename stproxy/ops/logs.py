@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO, cast
@@ -47,6 +48,13 @@ from zope.interface import implementer
 
 LOG_FORMATS = ("text", "json")
 
+#: Renders format strings into their parts, to see which fields they show.
+_FORMATTER = string.Formatter()
+
+#: How many distinct format strings L{_Redacting} remembers the fields of
+#: (log formats are constants in the code; a bound all the same).
+_REMEMBERED_FORMATS = 1024
+
 #: A header line (or C{name=value} pair of a header dump) whose value is a secret.
 _SECRET = re.compile(
     r"(?im)((?:proxy-)?authorization|(?:set-)?cookie)"
@@ -65,6 +73,7 @@ class _Redacting:
 
     def __init__(self, observer: ILogObserver) -> None:
         self._observer = observer
+        self._fields: dict[str, frozenset[str]] = {}
 
     def __call__(self, event: LogEvent) -> None:
         changed = None
@@ -74,12 +83,35 @@ class _Redacting:
                     changed = dict(event)
                 changed[key] = redact(value)
         event = event if changed is None else changed
+        if self._rendersOnlyText(event):
+            self._observer(event)  # every field it shows was checked above
+            return
         text = formatEvent(event)
         if _SECRET.search(text):
             # A secret in a field that is not text (a Headers object, bytes):
             # the event keeps only its redacted rendering.
             event = dict(event, log_format=redact(text).replace("{", "{{").replace("}", "}}"))
         self._observer(event)
+
+    def _rendersOnlyText(self, event: LogEvent) -> bool:
+        """
+        Whether every field C{event}'s format shows is a string or a number,
+        so that nothing but the fields already checked can carry a secret and
+        the event need not be rendered here (an access line is, per request).
+        """
+        fmt = event.get("log_format")
+        if not isinstance(fmt, str):
+            return False
+        fields = self._fields.get(fmt)
+        if fields is None:
+            try:
+                names = {name for _, name, _, _ in _FORMATTER.parse(fmt) if name is not None}
+            except ValueError:
+                return False
+            fields = frozenset(name.split(".")[0].split("[")[0].rstrip("!") for name in names)
+            if len(self._fields) < _REMEMBERED_FORMATS:
+                self._fields[fmt] = fields
+        return all(isinstance(event.get(name), (str, int, float)) for name in fields)
 
 
 @implementer(ILogObserver)
