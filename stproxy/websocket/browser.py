@@ -101,7 +101,7 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
     ) -> Deferred[str | None | tuple[str | None, dict[str, str]]]:
         # Behind twisted.web, the lines it parsed (RelayResource); otherwise
         # Autobahn's own copy of the bytes received.
-        handshake = self.handshake
+        handshake, self.handshake = self.handshake, None  # not kept for the session's life
         if handshake is None:
             handshake = parseRequestHead(requestHead(self))
         target, host, headers = handshake.target, handshake.host, handshake.headers

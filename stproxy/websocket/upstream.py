@@ -52,6 +52,7 @@ class UpstreamProtocol(  # type: ignore[misc]
         return spliceHandshake(self.factory.head, generated)
 
     def onConnect(self, response: ConnectionResponse) -> None:
+        self.factory.head = b""  # sent: not kept for the session's life
         browser, self.factory.browser = self.factory.browser, None
         if browser is None:
             self.abandon()
