@@ -36,7 +36,7 @@ from stproxy.config import Config
 from stproxy.edge.certificates import ServerCertificate
 from stproxy.edge.connections import ConnectionLimit, LimitedEndpoint
 from stproxy.edge.descriptors import DescriptorLimit, plannedConnections
-from stproxy.edge.endpoints import listenerEndpoint
+from stproxy.edge.endpoints import listenerEndpoint, withDefaultBacklog
 from stproxy.edge.listeners import AnnouncedEndpoint, listeningService
 from stproxy.edge.redirect import RedirectToHTTPS
 from stproxy.edge.reload import TLSService
@@ -211,7 +211,9 @@ def _addRedirect(
     plain: IStreamServerEndpoint
     announce: dict[str, str] = {}
     if adoption is None:
-        plain = LimitedEndpoint(serverFromString(reactor, tls.redirect), connections)
+        plain = LimitedEndpoint(
+            serverFromString(reactor, withDefaultBacklog(tls.redirect)), connections
+        )
     else:
         plain = adoption.endpoint(tls.redirect, connections)
         announce = {"message": adoption.announcement}

@@ -19,6 +19,7 @@ above the count, as C{reactor.listenSSL} would layer it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -92,6 +93,22 @@ def isSSLDescription(description: str) -> bool:
     return description.split(":", 1)[0].strip().lower() == "ssl"
 
 
+#: The listen queue a listener gets when its description names none: a burst
+#: of browsers (six connections a page, everyone reconnecting after a
+#: restart) must not find it full and wait a second for a SYN retry.
+#: Twisted's default is 50; nginx asks for 511, the kernel caps it at
+#: C{net.core.somaxconn}.
+DEFAULT_BACKLOG = 511
+
+
+def withDefaultBacklog(description: str) -> str:
+    """C{description}, with L{DEFAULT_BACKLOG} when its kind takes a backlog and it names none."""
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind in ("tcp", "tcp6", "unix") and not re.search(r"(^|:)backlog=", description):
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
+
+
 @dataclass(frozen=True)
 class SSLDescription:
     """
@@ -101,7 +118,7 @@ class SSLDescription:
 
     port: int
     interface: str = ""
-    backlog: int = 50
+    backlog: int = DEFAULT_BACKLOG
     privateKey: str | None = None
     certKey: str | None = None
     extraCertChain: str | None = None
@@ -139,7 +156,7 @@ class SSLDescription:
         port = kwargs.pop("port", None)
         if port is None or not port.isdigit() or int(port) > 65535:
             raise ValueError("needs a port number 0-65535, as in ssl:8443")
-        backlog = kwargs.pop("backlog", "50")
+        backlog = kwargs.pop("backlog", str(DEFAULT_BACKLOG))
         if not backlog.isdigit() or int(backlog) < 1:
             raise ValueError(f"backlog={backlog}: must be a positive whole number")
         for name, value in kwargs.items():
@@ -220,8 +237,15 @@ def listenerEndpoint(
         if limit is not None:
             return ssl.limitedEndpoint(reactor, certificates[description], limit)
         return ssl.endpoint(reactor, certificates[description])
-    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
+    endpoint: IStreamServerEndpoint = serverFromString(reactor, withDefaultBacklog(description))
     return endpoint if limit is None else LimitedEndpoint(endpoint, limit)
 
 
-__all__ = ["SSL_OPTIONS", "SSLDescription", "isSSLDescription", "listenerEndpoint"]
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "SSL_OPTIONS",
+    "SSLDescription",
+    "isSSLDescription",
+    "listenerEndpoint",
+    "withDefaultBacklog",
+]

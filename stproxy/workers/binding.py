@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IAddress, IListeningPort, IStreamServerE
 from twisted.python.lockfile import FilesystemLock
 from zope.interface import implementer
 
-from stproxy.edge.endpoints import SSLDescription, isSSLDescription
+from stproxy.edge.endpoints import SSLDescription, isSSLDescription, withDefaultBacklog
 
 
 @implementer(IListeningPort)
@@ -173,7 +173,7 @@ def heldEndpoint(binder: Binder, description: str) -> IStreamServerEndpoint:
     if isSSLDescription(description):
         ssl = SSLDescription.parse(description)
         return TCP4ServerEndpoint(binder, ssl.port, backlog=ssl.backlog, interface=ssl.interface)
-    endpoint: IStreamServerEndpoint = serverFromString(binder, description)
+    endpoint: IStreamServerEndpoint = serverFromString(binder, withDefaultBacklog(description))
     return endpoint
 
 

@@ -85,3 +85,33 @@ def test_flags_fill_in_what_the_description_leaves_out() -> None:
         SSLDescription(443, certKey="c").files(**flags)
     with pytest.raises(ValueError, match="no certificate"):
         SSLDescription(443).files()
+
+
+@pytest.mark.parametrize(
+    "description, expected",
+    [
+        ("tcp:8500", "tcp:8500:backlog=511"),
+        (r"tcp6:8500:interface=\:\:1", r"tcp6:8500:interface=\:\:1:backlog=511"),
+        ("unix:/run/stproxy.sock:mode=660", "unix:/run/stproxy.sock:mode=660:backlog=511"),
+        ("tcp:8500:backlog=64", "tcp:8500:backlog=64"),
+        ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    ],
+)
+def test_listeners_get_a_backlog_for_bursts_unless_they_name_one(description: str, expected: str) -> None:
+    """Twisted's default listen queue of 50 makes a burst of browsers wait a second for a SYN retry: 511, as nginx, unless given."""
+    from stproxy.edge.endpoints import withDefaultBacklog
+
+    assert withDefaultBacklog(description) == expected
+    assert SSLDescription.parse("ssl:8443").backlog == 511
+
+
+def test_a_plain_listener_listens_with_the_default_backlog() -> None:
+    """The endpoint built for --listen tcp:PORT asks the reactor for that queue."""
+    from twisted.internet.testing import MemoryReactor
+
+    from stproxy.edge.endpoints import listenerEndpoint
+
+    reactor = MemoryReactor()
+    listenerEndpoint(reactor, "tcp:8500:interface=127.0.0.1", {}).listen(object())  # type: ignore[arg-type]
+    [(port, _, backlog, interface)] = reactor.tcpServers
+    assert (port, backlog, interface) == (8500, 511, "127.0.0.1")
