@@ -130,11 +130,11 @@ def appAuth(
         basic = BasicAuth(
             auth.checkers, reactor, auth.maxFailures, logObserver=log, metrics=metrics
         )
-        steps.append(BasicStep(basic))
+        steps.append(BasicStep(basic, config.trusted))
     forward = None
     if auth.forward is not None:
         forward = ForwardAuth(reactor, auth.forward, logObserver=log, metrics=metrics)
-        steps.append(ForwardStep(forward))
+        steps.append(ForwardStep(forward, config.trusted))
     gate = Gate(steps, [prefix.encode("ascii") for prefix in auth.passthrough])
     return gate, AuthService(reactor, auth.checkers, forward, log)
 

@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from stproxy.auth.verdict import Verdict, allow, refuse
 from stproxy.edge.clientcert import clientCertificateCommonName
+from stproxy.http.headers import TrustedProxies
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -100,18 +101,23 @@ class CertificateUser:
 class BasicStep:
     """HTTP Basic against the C{--auth} checkers (L{BasicAuth})."""
 
-    def __init__(self, basic: BasicAuth) -> None:
+    def __init__(self, basic: BasicAuth, trusted: TrustedProxies = TrustedProxies()) -> None:
+        """@param trusted: proxies in front, whose C{X-Forwarded-For} names the client."""
         self._basic = basic
+        self._trusted = trusted
 
     def check(self, request: Request) -> Deferred[Verdict]:
-        return self._basic.check(request.getHeader(b"authorization"), clientOf(request))
+        client = clientOf(request, self._trusted)
+        return self._basic.check(request.getHeader(b"authorization"), client)
 
 
 class ForwardStep:
     """The external auth service (L{ForwardAuth}), asked about the request as it came."""
 
-    def __init__(self, forward: ForwardAuth) -> None:
+    def __init__(self, forward: ForwardAuth, trusted: TrustedProxies = TrustedProxies()) -> None:
+        """@param trusted: proxies in front, whose C{X-Forwarded-For} names the client."""
         self._forward = forward
+        self._trusted = trusted
 
     def check(self, request: Request) -> Deferred[Verdict]:
         return self._forward.check(
@@ -121,13 +127,28 @@ class ForwardStep:
             "https" if request.isSecure() else "http",
             request.requestHeaders.getRawHeaders(b"cookie"),
             isNavigation(request),
-            clientOf(request),
+            clientOf(request, self._trusted),
         )
 
 
-def clientOf(request: Request) -> str:
-    """The address of C{request}'s peer, what failed sign-ins are counted by."""
-    return str(getattr(request.getClientAddress(), "host", "-"))
+def clientOf(request: Request, trusted: TrustedProxies = TrustedProxies()) -> str:
+    """
+    The client C{request} is from, what failed sign-ins are counted by: its
+    peer's address, or, when the peer is a trusted proxy (C{--trust-forwarded}),
+    the last address of C{X-Forwarded-For} no trusted proxy holds (as nginx's
+    C{real_ip_recursive}): behind a load balancer, one client's failures
+    must not throttle everyone.
+    """
+    peer = getattr(request.getClientAddress(), "host", None)
+    if peer is None:
+        return "-"
+    if peer in trusted:
+        chain = b",".join(request.requestHeaders.getRawHeaders(b"x-forwarded-for", []))
+        for hop in reversed(chain.split(b",")):
+            address = hop.strip().decode("ascii", "replace")
+            if address and address not in trusted:
+                return address
+    return str(peer)
 
 
 def isNavigation(request: Request) -> bool:

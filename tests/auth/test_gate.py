@@ -20,6 +20,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from auth_fakes import StubStep, VerifiedTLSTransport, certificate
+from stproxy.http.headers import TrustedProxies
 from stproxy.auth.gate import (
     BasicStep,
     CertificateUser,
@@ -327,6 +328,25 @@ def test_client_of_is_the_peer_host_or_a_dash() -> None:
     """The peer's IP address; an address without a host (a UNIX socket) is "-"."""
     assert clientOf(FakeRequest()) == "192.0.2.7"
     assert clientOf(FakeRequest(peer=UNIXAddress(b"/run/stproxy.sock"))) == "-"
+
+
+def test_behind_a_trusted_proxy_the_client_is_the_last_untrusted_forwarded_address() -> None:
+    """
+    Through a --trust-forwarded load balancer, failures count against the client it names (the
+    last X-Forwarded-For hop no trusted proxy holds), not against the balancer; an untrusted
+    peer's own X-Forwarded-For is never believed.
+    """
+    trusted = TrustedProxies(["192.0.2.0/24", "10.0.0.0/8"])
+    chain = {b"x-forwarded-for": [b"203.0.113.9, 198.51.100.4", b"10.1.2.3"]}
+    assert clientOf(FakeRequest(headers=chain), trusted) == "198.51.100.4"
+    assert clientOf(FakeRequest(headers={b"x-forwarded-for": [b"10.1.2.3"]}), trusted) == "192.0.2.7"
+    assert clientOf(FakeRequest(headers=chain)) == "192.0.2.7"
+    forward = RecordingForward()
+    decided(ForwardStep(forward, trusted).check(FakeRequest(headers=chain)))  # type: ignore[arg-type]
+    assert forward.calls[0][-1] == "198.51.100.4"
+    basic = RecordingBasic()
+    decided(BasicStep(basic, trusted).check(FakeRequest(headers=chain)))  # type: ignore[arg-type]
+    assert basic.calls[0][1] == "198.51.100.4"
 
 
 @pytest.mark.parametrize(
