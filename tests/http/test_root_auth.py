@@ -18,10 +18,9 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent
 from twisted.web.resource import Resource
-from twisted.web.server import Request
 
 from auth_fakes import LOOPBACK, GatedProxy, StubStep, certificate, handshake, request
-from site_connection import parse
+from site_connection import Recorder, parse
 from stproxy.auth.gate import CertificateUser, Gate
 from stproxy.auth.identity import IdentityHeaders
 from stproxy.auth.verdict import Verdict, allow, refuse
@@ -242,20 +241,6 @@ def test_without_a_gate_the_verified_subject_still_goes_upstream(trusted: tuple[
     headers = sent(proxy).headers
     assert headers.getRawHeaders(b"x-forwarded-client-cert") == [b"CN=bob,O=stproxy tests"]
     assert not headers.hasHeader(b"x-forwarded-user")
-
-
-class Recorder(Resource):
-    """Keeps the requests it renders, and answers ok."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[Request] = []
-
-    def render(self, request: Request) -> bytes:
-        self.requests.append(request)
-        return b"ok"
 
 
 def test_the_request_records_its_identity_and_upstream_headers() -> None:
