@@ -13,6 +13,7 @@ from twisted.cred.checkers import ICredentialsChecker
 
 from stproxy.auth.forwardauth import ForwardAuthSettings
 from stproxy.auth.identity import IdentityHeaders
+from stproxy.edge.endpoints import endpointKind
 
 
 class AuthError(ValueError):
@@ -62,8 +63,7 @@ def insecureListeners(listen: tuple[str, ...]) -> list[str]:
     """
     insecure = []
     for description in listen:
-        kind = description.split(":", 1)[0].strip().lower()
-        if kind not in ("tcp", "tcp6"):
+        if endpointKind(description) not in ("tcp", "tcp6"):
             continue
         match = _INTERFACE.search(description)
         interface = match.group(1).replace("\\:", ":") if match else ""

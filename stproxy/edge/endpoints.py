@@ -90,7 +90,12 @@ def checkPlainDescription(description: str) -> None:
 
 def isSSLDescription(description: str) -> bool:
     """Whether C{description} is an C{ssl:} listener, which stproxy builds itself."""
-    return description.split(":", 1)[0].strip().lower() == "ssl"
+    return endpointKind(description) == "ssl"
+
+
+def endpointKind(description: str) -> str:
+    """The kind of an endpoint description, lower-case: C{tcp}, C{ssl}, C{unix}..."""
+    return description.split(":", 1)[0].strip().lower()
 
 
 #: The listen queue a listener gets when its description names none: a burst
@@ -103,8 +108,9 @@ DEFAULT_BACKLOG = 511
 
 def withDefaultBacklog(description: str) -> str:
     """C{description}, with L{DEFAULT_BACKLOG} when its kind takes a backlog and it names none."""
-    kind = description.split(":", 1)[0].strip().lower()
-    if kind in ("tcp", "tcp6", "unix") and not re.search(r"(^|:)backlog=", description):
+    if endpointKind(description) in ("tcp", "tcp6", "unix") and not re.search(
+        r"(^|:)backlog=", description
+    ):
         return f"{description}:backlog={DEFAULT_BACKLOG}"
     return description
 
@@ -245,6 +251,7 @@ __all__ = [
     "DEFAULT_BACKLOG",
     "SSL_OPTIONS",
     "SSLDescription",
+    "endpointKind",
     "isSSLDescription",
     "listenerEndpoint",
     "withDefaultBacklog",
