@@ -284,8 +284,10 @@ def test_a_stalled_browser_gets_what_streamlit_sent_before_it_was_killed_then_10
 ) -> None:
     """
     SIGKILL to Streamlit while it pushes to a browser that reads nothing: once the browser reads
-    again it gets the messages Streamlit had sent, whole and in order, then 1012, and the proxy
-    lets go of both connections.
+    again it gets the messages Streamlit had sent, whole and in order, then 1012 (or, when
+    Streamlit died in the middle of a frame the proxy was passing on raw, the connection closed
+    without a close frame, 1006: no close frame can follow half a frame), and the proxy lets go
+    of both connections.
     """
     app = tmp_path / "push_app.py"
     app.write_text(PUSH_APP)
@@ -320,6 +322,6 @@ def test_a_stalled_browser_gets_what_streamlit_sent_before_it_was_killed_then_10
         )
         assert received and [int(text[:6]) for text in received] == list(range(len(received)))
         assert all(len(text) == 7 + MIB for text in received)
-        assert (browser.close_code, browser.close_reason) == (1012, "service restart")
+        assert (browser.close_code, browser.close_reason) in {(1012, "service restart"), (1006, "")}
         wait_until(lambda: len(fds(proxy.pid)) == before, 10, message=settled(proxy, listeners))
         assert "Traceback" not in proxy.output() and "Unhandled" not in proxy.output()
