@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IReactorSocket, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
 
 from stproxy.assembleapps import appAuth, appRouting, describeUpstreams
-from stproxy.config import Config
+from stproxy.config import ACCESS_LOG_OFF, Config
 from stproxy.edge.certificates import ServerCertificate
 from stproxy.edge.connections import ConnectionLimit, LimitedEndpoint
 from stproxy.edge.descriptors import DescriptorLimit, plannedConnections
@@ -103,7 +103,9 @@ def assemble(
         clientCertificates=any(files.clientCA for files in config.tls.listeners.values()),
     )
     drain = Drain(reactor, metrics, log)
-    events = Logger("stproxy.access", None, log) if config.logging.format == "json" else None
+    events = None
+    if config.logging.format == "json" and config.logging.accessLog != ACCESS_LOG_OFF:
+        events = Logger("stproxy.access", None, log)
     site.instrument(drain, Accounting(reactor, metrics, events))
     # One count for every public listener, the redirect one included; not the admin one.
     # Its cap is final once the descriptor limit is raised, on start.

@@ -37,6 +37,8 @@ DEFAULT_MAX_HEADER_SIZE = 64 * 1024
 #: The smallest head limit that still lets a browser's ordinary request through.
 MIN_MAX_HEADER_SIZE = 1024
 
+#: C{--access-log off}: no line or event per request (nginx's C{access_log off}).
+ACCESS_LOG_OFF = "off"
 #: Where Streamlit answers whether it is up.
 HEALTH_PATH = b"/_stcore/health"
 
@@ -206,7 +208,7 @@ class LogSettings:
     @ivar level: the lowest level of stproxy's own events that is emitted.
     @ivar format: C{"text"} or C{"json"} (one flat JSON object per line).
     @ivar accessLog: a combined-format access log file, C{"-"} for standard
-        output, or C{None} for the main log.
+        output, C{None} for the main log, L{ACCESS_LOG_OFF} for none at all.
     """
 
     level: LogLevel = LogLevel.info

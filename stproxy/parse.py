@@ -18,6 +18,7 @@ from typing import Callable, Mapping, TypeVar
 from twisted.logger import LogLevel
 
 from stproxy.config import (
+    ACCESS_LOG_OFF,
     MIN_MAX_HEADER_SIZE,
     ClientLimits,
     ConfigError,
@@ -203,12 +204,12 @@ def trustedProxies(networks: list[str]) -> TrustedProxies:
 
 
 def logSettings(level: str, format: str, accessLog: str | None) -> LogSettings:
-    """C{--log-level}, C{--log-format} and C{--access-log} (whose file must be writable)."""
+    """C{--log-level}, C{--log-format} and C{--access-log} (a writable file, C{-} or C{off})."""
     if level.upper() not in LOG_LEVELS:
         raise ConfigError(f"--log-level {level}: choose from {', '.join(LOG_LEVELS)}")
     if format.lower() not in ("text", "json"):
         raise ConfigError(f"--log-format {format}: choose text or json")
-    if accessLog is not None and accessLog != "-":
+    if accessLog is not None and accessLog not in ("-", ACCESS_LOG_OFF):
         target = (
             accessLog if os.path.exists(accessLog) else os.path.dirname(os.path.abspath(accessLog))
         )

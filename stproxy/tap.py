@@ -44,7 +44,12 @@ class Options(parseroutes.RoutingFlags, parseauth.AuthFlags, WorkerFlags, usage.
 
     optParameters = [
         ["log-level", None, "INFO", "DEBUG, INFO, WARNING or ERROR"],
-        ["access-log", None, None, "Write a combined-format access log to PATH ('-' = stdout)"],
+        [
+            "access-log",
+            None,
+            None,
+            "Write a combined-format access log to PATH ('-' = stdout, 'off' = none)",
+        ],
         ["connect-timeout", None, "10", "Seconds to wait for a connection to the upstream"],
         [
             "upstream-timeout",

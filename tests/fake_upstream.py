@@ -36,14 +36,25 @@ class Proxy:
     """A ProxySite over a fake agent, fed raw bytes as one client connection."""
 
     def __init__(
-        self, maxBodySize: int = 0, timeouts: Timeouts = Timeouts(), metrics: Metrics | None = None
+        self,
+        maxBodySize: int = 0,
+        timeouts: Timeouts = Timeouts(),
+        metrics: Metrics | None = None,
+        accessLog: str | None = None,
     ) -> None:
-        """@param metrics: instrument the site (a L{Drain} and these metrics), as the service does."""
+        """
+        @param metrics: instrument the site (a L{Drain} and these metrics), as the service does.
+        @param accessLog: the site's C{--access-log}.
+        """
         self.clock = MemoryReactorClock()
         self.agent = FakeUpstreamAgent()
         self.upstream = Upstream(self.clock, UPSTREAM, timeouts, agent=self.agent)
         self.site = buildSite(
-            ReverseProxyResource(self.upstream, TrustedProxies()), Resource(), self.clock, maxBodySize, None
+            ReverseProxyResource(self.upstream, TrustedProxies()),
+            Resource(),
+            self.clock,
+            maxBodySize,
+            accessLog,
         )
         self.drain = None
         if metrics is not None:

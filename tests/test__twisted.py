@@ -20,7 +20,7 @@ from twisted.application import app
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import interfaces
 from twisted.internet.base import ReactorBase
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
@@ -43,6 +43,7 @@ from stproxy._twisted import (
     chunkRemaining,
     forgetExitSignal,
     raiseBindErrorsAtStart,
+    requestParsed,
 )
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
@@ -484,3 +485,121 @@ def test_chunk_remaining_reads_the_chunked_transfer_decoder():
     channel.dataReceived(b"\r\n0\r\n\r\n")
     assert private(channel, "_transferDecoder") is None
     assert chunkRemaining(channel) is None
+
+
+class _CountingTransport(StringTransport):
+    """A transport that counts how often it is paused and resumed (each an epoll_ctl on a socket)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses = 0
+        self.resumes = 0
+
+    def pauseProducing(self) -> None:
+        self.pauses += 1
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.resumes += 1
+        super().resumeProducing()
+
+
+def _deliverTo(received: list[bytes]) -> Any:
+    """A callback that asks for a response's body at once, into C{received}."""
+
+    class Body(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            received.append(data)
+
+    def deliver(response: Any) -> Any:
+        response.deliverBody(Body())
+        return response
+
+    return deliver
+
+
+def test_response_pauses_and_resumes_the_connection_through_the_transport_proxy():
+    """HTTP11ClientProtocol._transportProxy's _producer is the connection: the parser pauses it at the head, deliverBody resumes it."""
+    protocol = client.HTTP11ClientProtocol()
+    transport = _CountingTransport()
+    protocol.makeConnection(transport)
+    request = client.Request(b"GET", b"/", Headers({b"host": [b"example.com"]}), None)
+    results: list[Any] = []
+    protocol.request(request).addBoth(results.append)
+    proxy = private(protocol, "_transportProxy")
+    assert isinstance(proxy, private(_newclient, "TransportProxyProducer"))
+    assert private(proxy, "_producer") is transport
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    assert (transport.pauses, transport.producerState) == (1, "paused"), "the parser no longer pauses"
+    received: list[bytes] = []
+    _deliverTo(received)(results[0])
+    assert (transport.resumes, transport.producerState) == (1, "producing")
+    assert received == [b"ab"]
+
+
+def _upstreamExchange(onResponse: Any) -> tuple[Any, _CountingTransport, list[Any]]:
+    """A protocol of an UpstreamConnectionPool with one GET sent over a counting transport."""
+    factory = UpstreamConnectionPool(MemoryReactorClock(), 1024)._factory(lambda protocol: None, "endpoint")
+    protocol = factory.buildProtocol(None)
+    transport = _CountingTransport()
+    protocol.makeConnection(transport)
+    request = client.Request(b"GET", b"/", Headers({b"host": [b"example.com"]}), None)
+    results: list[Any] = []
+    protocol.request(request).addCallback(onResponse).addBoth(results.append)
+    return protocol, transport, results
+
+
+def test_upstream_pool_protocol_never_pauses_for_a_body_asked_for_at_once():
+    """A body asked for as its head is read (as the proxy does): no pause and resume pair, the body whole."""
+    received: list[bytes] = []
+    protocol, transport, results = _upstreamExchange(_deliverTo(received))
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    assert transport.pauses == 0, "the pause Twisted's parser asks for reached the socket"
+    assert transport.producerState == "producing"
+    protocol.dataReceived(b"cde")
+    assert received == [b"ab", b"cde"]
+    assert results[0].code == 200
+
+
+def test_upstream_pool_protocol_pauses_once_for_a_body_not_yet_asked_for():
+    """A body nobody asked for yet: the connection is paused as the read ends, and resumed when it is asked for."""
+    protocol, transport, results = _upstreamExchange(lambda response: response)
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    assert (transport.pauses, transport.producerState) == (1, "paused")
+    received: list[bytes] = []
+    _deliverTo(received)(results[0])
+    assert (transport.resumes, transport.producerState) == (1, "producing")
+    protocol.dataReceived(b"cde")
+    assert received == [b"ab", b"cde"]
+
+
+def test_upstream_pool_protocol_pauses_at_once_outside_a_read():
+    """A pause asked for between reads (a slow browser) reaches the connection at once."""
+    received: list[bytes] = []
+    protocol, transport, results = _upstreamExchange(_deliverTo(received))
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    bodyTransport = private(protocol, "_transportProxy")
+    bodyTransport.pauseProducing()
+    assert (transport.pauses, transport.producerState) == (1, "paused")
+    bodyTransport.resumeProducing()
+    assert (transport.resumes, transport.producerState) == (1, "producing")
+
+
+def test_agent_request_with_endpoint_sends_the_parsed_uri_path():
+    """Agent._requestWithEndpoint(key, endpoint, method, uri, headers, body, path) sends path over the pool (requestParsed)."""
+    transport = StringTransport()
+
+    class Endpoint:
+        def connect(self, factory: Any) -> Deferred[Any]:
+            protocol = factory.buildProtocol(None)
+            protocol.makeConnection(transport)
+            return succeed(protocol)
+
+    pool = client.HTTPConnectionPool(MemoryReactorClock())
+    agent = client.Agent(MemoryReactorClock(), pool=pool)
+    assert callable(private(agent, "_requestWithEndpoint"))
+    uri = client.URI(b"http", b"up:8501", b"up", 8501, b"/a?b=1", b"", b"", b"")
+    headers = Headers({b"host": [b"up:8501"]})
+    requestParsed(agent, Endpoint(), b"GET", uri, headers, None)  # type: ignore[arg-type]
+    assert transport.value().startswith(b"GET /a?b=1 HTTP/1.1\r\n")
+    assert b"\r\nHost: up:8501\r\n" in transport.value()

@@ -192,3 +192,9 @@ def test_websocket_compression_is_off_unless_asked_for() -> None:
     options = Options(environ={})
     options.parseOptions(["--ws-compression", "on"])
     assert options.config.websocket.compression is True
+
+
+@pytest.mark.parametrize("value", ["-", "off"])
+def test_access_log_stdout_and_off_need_no_file(value: str) -> None:
+    """--access-log - (standard output) and off (none) are not paths to check."""
+    assert parse("--access-log", value).config.logging.accessLog == value

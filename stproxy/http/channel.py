@@ -39,6 +39,7 @@ from twisted.web.http import HTTPChannel, Request
 
 from stproxy._twisted import BadRequestHook, chunkRemaining
 from stproxy.config import ClientLimits
+from stproxy.http.addresses import RememberedAddresses
 from stproxy.http.linger import Linger
 from stproxy.http.request import ProxyRequest, RequestPolicy
 from stproxy.http.timeouts import RequestTimer
@@ -54,7 +55,7 @@ _LOGGED_TARGET = 1024
 _UNKNOWN_LINE = (b"-", b"-", b"HTTP/1.1")
 
 
-class ProxyChannel(BadRequestHook, HTTPChannel):
+class ProxyChannel(BadRequestHook, RememberedAddresses, HTTPChannel):
     """
     An L{HTTPChannel} that enforces C{maxHeaderSize} on request heads,
     refuses what it cannot read with a proper answer (L{refuse}), and tells

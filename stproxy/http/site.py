@@ -18,7 +18,7 @@ from twisted.web.server import Request, Site
 from stproxy._twisted import StandardOutputLogMixin, channelProtocol
 from stproxy.auth.gate import Gate
 from stproxy.auth.identity import IdentityHeaders
-from stproxy.config import DEFAULT_MAX_HEADER_SIZE, ClientLimits
+from stproxy.config import ACCESS_LOG_OFF, DEFAULT_MAX_HEADER_SIZE, ClientLimits
 from stproxy.http.accesslog import Accounting, combinedLogWithUser
 from stproxy.http.channel import ProxyChannel
 from stproxy.http.request import ProxyRequest
@@ -62,9 +62,11 @@ class ProxySite(StandardOutputLogMixin, Site):
             its C{maxConnections} is the listeners' (L{stproxy.edge.connections}).
         """
         toStdout = accessLog == "-"
+        #: C{--access-log off}: no combined-format line for any request.
+        self.accessLines = accessLog != ACCESS_LOG_OFF
         super().__init__(
             root,
-            logPath=None if toStdout else accessLog,
+            logPath=None if toStdout or not self.accessLines else accessLog,
             reactor=reactor,
             parsePOSTFormSubmission=False,
             logFormatter=combinedLogWithUser,
@@ -111,8 +113,11 @@ class ProxySite(StandardOutputLogMixin, Site):
     def log(self, request: HTTPRequest) -> None:
         """
         The combined-format line (C{--access-log}, or twistd's log when none
-        is given), unless JSON access events replace the latter.
+        is given), unless JSON access events replace the latter or there
+        are to be none.
         """
+        if not self.accessLines:
+            return
         if self.accounting is not None and self.accounting.events is not None:
             if not self.logPath:
                 return

@@ -27,7 +27,7 @@ from twisted.web.iweb import (
 )
 from zope.interface import implementer
 
-from stproxy._twisted import UpstreamConnectionPool
+from stproxy._twisted import UpstreamConnectionPool, requestParsed
 from stproxy.config import Timeouts
 from stproxy.upstream.address import UpstreamAddress
 from stproxy.upstream.resolution import ResolvedEndpoint, UpstreamAddresses
@@ -54,19 +54,16 @@ IDLE_CONNECTION_TIMEOUT = 4.0
 #: idle connection opens one, and one returned to a full pool is closed; so
 #: with 64 clients and 10 kept, 54 of every 64 requests paid a new TCP
 #: connection (and uvicorn an accept), which capped small GETs at half the
-#: rate reuse gives.  The pool only ever holds connections that served
-#: requests at once within the last L{IDLE_CONNECTION_TIMEOUT} seconds, so a
-#: larger bound costs nothing while traffic is light; what it bounds is what
-#: a burst leaves behind, each one a descriptor here and a connection in
-#: uvicorn for 4 s.  128 covers 20 browsers loading a page at once (nginx's
-#: documentation suggests C{keepalive 16}-C{32} per worker, Caddy keeps 32 per
-#: host, HAProxy all of them), and L{stproxy.edge.descriptors} keeps
-#: descriptors apart for all of them.  Not a cap on connections open at
-#: once: that bound comes from C{--max-connections}, since a client
-#: connection holds at most one upstream connection at a time (its HTTP
+#: rate reuse gives.  The pool holds only connections that served requests
+#: at once in the last L{IDLE_CONNECTION_TIMEOUT} seconds: what it bounds is
+#: what a burst leaves behind, a descriptor here and in uvicorn for 4 s each.
+#: 128 covers 20 browsers loading a page at once (nginx suggests
+#: C{keepalive 16}-C{32} per worker, Caddy keeps 32 per host, HAProxy all).
+#: Not a cap on connections open at once: that is C{--max-connections}, as a
+#: client connection holds at most one upstream connection at a time (its
 #: requests are answered one after another; a WebSocket has one upstream
 #: leg), so there are never more than the cap, plus these, plus the health
-#: check's (L{stproxy.edge.descriptors}).
+#: check's (L{stproxy.edge.descriptors} keeps descriptors apart for all).
 POOLED_IDLE_CONNECTIONS = 128
 
 #: The largest response head (status line and headers) read from the
@@ -129,8 +126,12 @@ class Upstream:
         self._pool.maxPersistentPerHost = POOLED_IDLE_CONNECTIONS
         # Twisted infers int from its default (240); the pool passes it to callLater.
         self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT  # type: ignore[assignment]
+        self._endpoints = _PoolEndpoints(self)
+        self._base = URI.fromBytes(address.httpURL(b"/"))  # each target is sent on it
+        self._ownAgent: Agent | None = None
         if agent is None:
-            agent = Agent.usingEndpointFactory(reactor, _PoolEndpoints(self), pool=self._pool)
+            self._ownAgent = Agent.usingEndpointFactory(reactor, self._endpoints, pool=self._pool)
+            agent = self._ownAgent
         self._agent = agent
 
     def start(self) -> None:
@@ -162,7 +163,7 @@ class Upstream:
         L{InvalidResponse}.
         """
         # maybeDeferred: Agent raises some errors (a URI it refuses) at once.
-        d = maybeDeferred(self._agent.request, method, self.address.httpURL(target), headers, body)
+        d = maybeDeferred(self._send, method, target, headers, body)
         d.addCallback(checkedResponse)
         timedOut: list[bool] = []
 
@@ -180,6 +181,16 @@ class Upstream:
             return result
 
         return d.addBoth(done)
+
+    def _send(
+        self, method: bytes, target: bytes, headers: Headers, body: IBodyProducer | None
+    ) -> Deferred[IResponse]:
+        """C{target} to the agent; to stproxy's own, on the URL parsed once."""
+        if self._ownAgent is None:
+            return self._agent.request(method, self.address.httpURL(target), headers, body)
+        base = self._base
+        uri = URI(base.scheme, base.netloc, base.host, base.port, target, b"", b"", b"")
+        return requestParsed(self._ownAgent, self._endpoints, method, uri, headers, body)
 
     def endpoint(self) -> IStreamClientEndpoint:
         """
