@@ -177,7 +177,7 @@ class _UpstreamClientProtocol(HTTP11ClientProtocol):
             response.addCallback(_withConnectionHeader, parser)
             proxy = self._transportProxy
             if proxy is not None:
-                self._held = proxy._producer = _HeldPauses(proxy._producer)
+                self._held = proxy._producer = _HeldPauses(proxy)
         return response
 
     def _readingHead(self) -> bool:
@@ -225,8 +225,9 @@ class _HeldPauses:
     them changes nothing but the number of system calls.
     """
 
-    def __init__(self, transport: IPushProducer) -> None:
-        self._transport = transport
+    def __init__(self, proxy: Any) -> None:
+        self._proxy = proxy  # the response's TransportProxyProducer
+        self._transport: IPushProducer = proxy._producer
         self.holding = False
         self._wanted: bool | None = None  # paused or not, as last asked while holding
         self._paused = False
@@ -245,10 +246,14 @@ class _HeldPauses:
         self._transport.loseConnection()  # type: ignore[attr-defined]
 
     def release(self) -> None:
-        """Stop holding: pause or resume the connection if the calls held changed it."""
+        """
+        Stop holding: pause or resume the connection if the calls held
+        changed it, unless the response ended meanwhile (Twisted then stopped
+        proxying to it and resumed it for the pool).
+        """
         self.holding = False
         wanted, self._wanted = self._wanted, None
-        if wanted is not None and wanted != self._paused:
+        if wanted is not None and wanted != self._paused and self._proxy._producer is self:
             self._apply(wanted)
 
     def _ask(self, paused: bool) -> None:

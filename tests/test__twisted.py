@@ -573,6 +573,30 @@ def test_upstream_pool_protocol_pauses_once_for_a_body_not_yet_asked_for():
     assert received == [b"ab", b"cde"]
 
 
+def test_upstream_pool_protocol_leaves_a_finished_connection_reading():
+    """A pause asked for in the read that ends the response (a slow browser) is not applied to the pooled connection."""
+    bodies: list[Any] = []
+
+    class SlowClient(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.pauseProducing()  # the browser's buffer is full
+
+        def connectionLost(self, reason: Any) -> None:
+            bodies.append(reason)
+
+    def deliver(response: Any) -> Any:
+        response.deliverBody(SlowClient())
+        return response
+
+    protocol, transport, results = _upstreamExchange(deliver)
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    assert transport.producerState == "paused"
+    private(protocol, "_transportProxy").resumeProducing()
+    protocol.dataReceived(b"cde")  # the last bytes: paused again, and the response ends
+    assert len(bodies) == 1, "the response did not end"
+    assert transport.producerState == "producing", "the pooled connection was left paused"
+
+
 def test_upstream_pool_protocol_pauses_at_once_outside_a_read():
     """A pause asked for between reads (a slow browser) reaches the connection at once."""
     received: list[bytes] = []

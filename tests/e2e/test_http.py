@@ -289,6 +289,12 @@ def test_big_download_streams_in_bounded_memory(
     assert received == size
     assert digest.hexdigest() == big_body_sha256(size)
     assert peak < RSS_LIMIT, f"proxy RSS peaked at {peak / MIB:.1f} MiB"
+    # The upstream connection went back to the pool reading: the next request is answered on it.
+    again = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    again.request("GET", "/big?mb=1")
+    response = again.getresponse()
+    assert (response.status, len(response.read())) == (200, MIB)
+    again.close()
 
 
 # ------------------------------------------------------------ 4. client abort releases upstream
