@@ -38,6 +38,8 @@ The top level:
   (with C{assembleapps}: the routes, replicas and authentication);
 - C{service}: the root service and its graceful stop;
 - C{reactor}: the type of the reactor a proxy runs on, for annotations;
+- C{buffers}: how much each connection reads at once and holds for a slow
+  reader, on both legs;
 - C{api}: L{StreamlitProxy} for asyncio programs; C{__main__}: C{python -m stproxy};
 - C{testing}: fakes for tests and embedding programs;
 - C{_twisted}, C{_autobahn}: every private API of Twisted and of Autobahn

@@ -93,6 +93,8 @@ from twisted.web.http import (
     _MalformedChunkedDataError,
 )
 
+from stproxy.buffers import useTransferBuffer
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import (
@@ -167,6 +169,10 @@ class _UpstreamClientProtocol(HTTP11ClientProtocol):
         self._maxHeadSize = maxHeadSize
         self._headSize = 0
         self._held: _HeldPauses | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        useTransferBuffer(self.transport)
 
     def request(self, request: Any) -> Any:
         before = self._parser

@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 
 from stproxy._twisted import BadRequestHook, chunkRemaining
+from stproxy.buffers import useTransferBuffer
 from stproxy.config import ClientLimits
 from stproxy.http.addresses import RememberedAddresses
 from stproxy.http.linger import Linger
@@ -86,6 +87,7 @@ class ProxyChannel(BadRequestHook, RememberedAddresses, HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        useTransferBuffer(self.transport)
         self.timer.connected()
         if self.site.drain is not None:
             self.site.drain.connectionOpened(self)
