@@ -11,6 +11,8 @@ it on 127.0.0.1 port 0. As a script, ``python tests/auth_service.py [--port N]
   line holds ``session=VALUE`` of a known session (by default ``valid-alice`` is ``alice``,
   ``alice@example.com``, groups ``admins,staff``); else 401 with ``WWW-Authenticate`` and a
   ``Set-Cookie`` clearing ``session``, as oauth2-proxy does for a stale one.
+- ``GET /auth/refresh``: as ``/auth``, and a 2xx also sets ``session=VALUE-refreshed`` (as
+  oauth2-proxy refreshes its session cookie).
 - ``GET /auth/endless``: as ``/auth``, with a body that never ends.
 - ``GET /forbidden``: 403. ``GET /error``: 500. ``GET /slow``: never answers.
 - ``GET /signin?rd=URL``: a page (200) with one link per user, to
@@ -181,7 +183,9 @@ class _Root(Resource):
             )
         )
         path = (request.path or b"").decode("latin-1")
-        if path in ("/auth", "/auth/endless"):
+        if path in ("/auth", "/auth/endless", "/auth/refresh"):
+            if path == "/auth/refresh":
+                request.setHeader(b"set-cookie", b"session=refreshed; Path=/; HttpOnly")
             return self.auth(request, endless=path == "/auth/endless")
         if path == "/forbidden":
             request.setResponseCode(403)

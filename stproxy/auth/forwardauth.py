@@ -9,29 +9,28 @@ C{X-Real-IP}, which oauth2-proxy reads), with the browser's C{Cookie} lines
 as they came, since the session is in them.  The answer decides:
 
   - 2xx: through, as whoever the C{copyHeaders} of the answer name; those
-    headers go upstream too (Caddy's C{copy_headers}).
+    headers go upstream too (Caddy's C{copy_headers}), its C{Set-Cookie} to
+    the browser with the response (never with a cached allow).
   - 401: not signed in.  A browser navigating is sent to the sign-in URL
     with where it was going in C{rd=} (nginx's C{error_page 401}); anything
     else (a fetch, the WebSocket handshake), for which a sign-in page means
     nothing, gets the 401 and the service's C{WWW-Authenticate}.  Either
     carries the service's C{Set-Cookie} (oauth2-proxy clears stale ones).
   - 403: signed in, not let in; passed on, as nginx does.
-  - anything else, or no answer within C{timeout}: 503 and one warning.
-    Fail closed: with its auth service down, a proxy must not become one
-    without auth.
+  - anything else, or no answer within C{timeout}: 503 and one warning.  Fail
+    closed: with its auth service down, a proxy must not go without auth.
 
 The answer's body is read and dropped so its connection is reused, but no
 more than L{MAX_BODY} of it: then the connection is closed.
 
-A page load is dozens of requests, each a round trip.  So an allow may be
+A page load is dozens of requests, each a round trip, so an allow may be
 remembered for C{cacheSeconds}, keyed by a hash of the exact C{Cookie} lines
 and host: the session the service judged.  Refusals are never cached (the
 user may have just signed in), nor requests without cookies (no session to
 key on).  This assumes the answer depends on the session, not the path (so
 for oauth2-proxy, not for Authelia's per-path rules), and a session ended at
 the service lives on here for up to C{cacheSeconds}: hence off by default.
-Cookies are never kept (only the hash) nor logged, nor is C{Set-Cookie}.
-"""
+Cookies are never kept (only the hash) nor logged, nor is C{Set-Cookie}."""
 
 from __future__ import annotations
 
@@ -191,9 +190,10 @@ class ForwardAuth:
     ) -> Verdict:
         code, headers = answer.code, answer.headers
         if 200 <= code < 300:
-            verdict = allow("forward", self._identityOf(headers), self._copied(headers))
-            if key is not None:
-                self._store(key, verdict)
+            refreshed = tuple(_fields(headers, b"set-cookie"))
+            verdict = allow("forward", self._identityOf(headers), self._copied(headers), refreshed)
+            if key is not None:  # kept without the cookies it set
+                self._store(key, allow("forward", verdict.identity, verdict.headers))
             return verdict
         if code == 403:
             return refuse("forward", 403, "not allowed in (the auth service answered 403)")

@@ -74,7 +74,7 @@ def _merged(sofar: Verdict, verdict: Verdict) -> Verdict:
     """What an earlier step established, completed (never overridden) by a later one."""
     identity = {**verdict.identity, **sofar.identity}
     method = sofar.method or verdict.method
-    return allow(method, identity, sofar.headers + verdict.headers)
+    return allow(method, identity, sofar.headers + verdict.headers, sofar.cookies + verdict.cookies)
 
 
 class CertificateUser:

@@ -24,6 +24,9 @@ class Verdict:
     @ivar headers: response headers of the proxy's own answer
         (C{WWW-Authenticate}, C{Location}, C{Retry-After}...), or headers an
         auth service asked to add to the request going upstream.
+    @ivar cookies: C{Set-Cookie} lines an auth service sent with its allow,
+        for the browser with the response (oauth2-proxy refreshing its
+        session; nginx's C{auth_request_set} and C{add_header Set-Cookie}).
     @ivar reason: why, for the one log line a refusal gets; never a
         password or a cookie.
     @ivar method: what decided (C{htpasswd}, C{forward}, C{cert}), for
@@ -35,6 +38,7 @@ class Verdict:
     headers: tuple[tuple[bytes, bytes], ...] = ()
     reason: str = ""
     method: str = ""
+    cookies: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -45,9 +49,10 @@ def allow(
     method: str,
     identity: Identity | None = None,
     headers: tuple[tuple[bytes, bytes], ...] = (),
+    cookies: tuple[tuple[bytes, bytes], ...] = (),
 ) -> Verdict:
-    """Let the request through as C{identity}, adding C{headers} to it upstream."""
-    return Verdict(0, dict(identity or {}), headers, method=method)
+    """Let the request through as C{identity}, adding C{headers} to it upstream and C{cookies} to its response."""
+    return Verdict(0, dict(identity or {}), headers, method=method, cookies=cookies)
 
 
 def refuse(method: str, status: int, reason: str, *headers: tuple[bytes, bytes]) -> Verdict:

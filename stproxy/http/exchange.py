@@ -126,6 +126,8 @@ class Exchange(Protocol):
         self._ownHeaders = request.responseHeaders
         request.responseHeaders = responseHeadersForClient(response.headers)
         self._upstream.answering(request.responseHeaders)
+        for name, value in getattr(request, "authCookies", ()):
+            request.responseHeaders.addRawHeader(name, value)
         request.defaultContentType = None
         if request.method == b"HEAD":
             length = response.headers.getRawHeaders(b"content-length")

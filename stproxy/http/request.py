@@ -70,6 +70,9 @@ class ProxyRequest(Request):
     #: after the client's own copies of them are gone (L{stproxy.http.root}).
     upstreamHeaders: tuple[tuple[bytes, bytes], ...] = ()
 
+    #: C{Set-Cookie} lines the auth service sent with its allow, for the response.
+    authCookies: tuple[tuple[bytes, bytes], ...] = ()
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.bodyBytes = 0

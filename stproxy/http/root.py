@@ -97,6 +97,7 @@ class ProxyRoot(Resource):
         if isinstance(request, ProxyRequest):
             subject = clientCertificateSubject(request)
             request.identity = verdict.identity
+            request.authCookies = verdict.cookies
             request.upstreamHeaders = self._identity.upstream(
                 verdict.identity, subject, verdict.headers
             )

@@ -407,3 +407,31 @@ def test_good_settings_are_taken() -> None:
     """An https URL, a sign-in path on the proxy's host, and a cache time are all accepted."""
     settings = ForwardAuthSettings("https://auth.example/oauth2/auth", signin="/oauth2/start")
     assert (settings.signin, settings.cacheSeconds, settings.timeout) == ("/oauth2/start", 0, 5)
+
+
+class RefreshedSessionTests(SynchronousTestCase):
+    """An allow that refreshes the session's cookie (oauth2-proxy does): the browser gets it, once."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.service = AuthService(sessions={"valid-alice": "alice"})
+
+    def forward(self, **settings: Any) -> ForwardAuth:
+        agent = RequestTraversalAgent(self.service.resource())
+        settings = ForwardAuthSettings("http://auth.internal:4180/auth/refresh", **settings)
+        return ForwardAuth(self.clock, settings, agent)  # type: ignore[arg-type]
+
+    def test_the_allow_carries_the_service_set_cookie_for_the_browser(self) -> None:
+        """A 2xx's Set-Cookie goes with the verdict, to be added to the response."""
+        verdict = self.successResultOf(ask(self.forward()))
+        self.assertTrue(verdict.allowed)
+        self.assertEqual(verdict.cookies, ((b"set-cookie", b"session=refreshed; Path=/; HttpOnly"),))
+        self.assertNotIn(b"set-cookie", [name for name, _ in verdict.headers])
+
+    def test_a_cached_allow_sets_no_cookie_again(self) -> None:
+        """The cache keeps no cookie: a remembered allow sets none (the browser already has it)."""
+        forward = self.forward(cacheSeconds=60)
+        self.assertTrue(self.successResultOf(ask(forward)).cookies)
+        again = self.successResultOf(ask(forward))
+        self.assertEqual((again.allowed, again.cookies, len(self.service.requests)), (True, (), 1))
+        self.assertNotIn(b"refreshed", repr(forward._cache).encode())

@@ -165,6 +165,22 @@ def test_an_allowed_request_reaches_the_upstream_as_its_user_without_forgeries(
     assert not checked.requestHeaders.hasHeader(b"x-forwarded-user")  # stripped before the gate
 
 
+def test_the_auth_services_cookie_reaches_the_browser_beside_the_upstreams() -> None:
+    """An allow's Set-Cookie (oauth2-proxy refreshing its session) is added to the response; the app's stays."""
+    refreshed = (b"set-cookie", b"_oauth2_proxy=new; Path=/; HttpOnly")
+    proxy, _ = gated(allow("forward", {"user": "alice"}, cookies=(refreshed,)))
+    client = proxy.send(request(b"GET", b"/page", b"Cookie: _oauth2_proxy=old"))
+    upstream = sent(proxy)
+    assert upstream.headers.getRawHeaders(b"cookie") == [b"_oauth2_proxy=old"]
+    assert not upstream.headers.hasHeader(b"set-cookie")
+    response = upstream.respond(200, headers={b"set-cookie": [b"app=1"]}, length=2)
+    response.deliver(b"ok")
+    response.finish()
+    [answered] = parse(client.output())
+    assert answered.status == 200
+    assert sorted(answered.headers[b"set-cookie"]) == [b"_oauth2_proxy=new; Path=/; HttpOnly", b"app=1"]
+
+
 @TRUST
 def test_without_a_gate_forged_identity_headers_are_stripped_and_none_added(
     trusted: tuple[str, ...],
