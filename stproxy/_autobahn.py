@@ -1,55 +1,41 @@
 """
-Every private or undocumented Autobahn API stproxy uses, and why; nothing
-else in stproxy touches one.
+Every private or undocumented Autobahn API stproxy uses, and why; nothing else in stproxy
+touches one.  Each is pinned by C{tests/test__autobahn.py}, which names any an Autobahn
+release renames, removes or changes; C{setup.py} caps Autobahn below its next major version.
 
-Each is pinned by C{tests/test__autobahn.py}, which fails loudly (naming the
-name) if an Autobahn release renames, removes or changes it; C{setup.py} caps
-Autobahn below the next major version so that such a release is a decision.
-
-What the relay needs of an Autobahn protocol, in stproxy's terms:
-
-  - L{LeanProtocol} skips three costs of Autobahn's message path a relay
-    does not need (TWISTED.md section 12): the debug-log argument formatting
-    of C{dataReceived} (C{_dataReceived} is the body without it) and of
-    C{sendData} (written straight to the transport unless C{send_queue}
-    holds chopped or synchronous sends), and the per-message C{"message"}
-    event (L{LeanProtocol.onMessageEnd} takes C{message_data} and
-    C{message_is_binary} itself).  It reports the first close frame of a
-    closing handshake (C{onCloseFrame}), exposes what Autobahn keeps about
-    the close (C{failedByMe}, C{droppedByMe}, C{closeHandshakeTimeoutCall}),
-    sends close frames with any valid code (C{sendCloseFrame}: C{sendClose}
-    refuses the 1001 and 1012 a proxy passes on) and fails a connection with
-    a code (C{_fail_connection}), keeping that close frame when Autobahn's
-    server would abort on the next close (C{dropConnection}).
-  - L{LeanProtocol.sendWholeMessage} sends within a limit of its own
-    (C{sendLimit}): Autobahn's one C{maxMessagePayloadSize} option, read at
-    each use, bounds both what C{sendMessage} sends and what is received
-    (each frame's declared size, and since 26.10 the most a compressed frame
-    is inflated to: C{decompress_message_data}'s C{max_output_len}).
-  - Raw passage (L{stproxy.websocket.passthrough}): C{takeUnparsed} takes
-    over from Autobahn's parser between messages (C{current_frame},
-    C{inside_message}, its receive buffer C{data}), C{autobahnReceived}
-    gives it back control frames (C{_dataReceived}), C{trafficReceived}
-    counts passing data as traffic for auto-ping (C{autoPingTimeoutCall},
-    C{_cancelAutoPingTimeoutCall}), C{heldWrites} keeps Autobahn's frames
-    and graceful close (C{_closeConnection}) out of the middle of the other
-    leg's frames; C{extensionsInUse} reads C{websocket_extensions_in_use}.
-  - L{UpstreamHandshake} lets the upstream leg rewrite the handshake
-    Autobahn's client writes (through C{sendData}) and remember the status
-    of a refused one (C{failHandshake}, C{http_status_line}).
-  - L{requestHead} and L{requestPath}: the browser's handshake as received
-    (C{http_request_data}, C{http_request_path}).
-  - L{useReactorTimer}: the timers of a factory's connections
-    (C{_batched_timer}) on the proxy's reactor, to the millisecond; and
-    L{ClientDropTimer}, for the one timer of Autobahn's client that is not
-    (the wait for the server to drop TCP after the closing handshake:
-    C{serverConnectionDropTimeout}, C{serverConnectionDropTimeoutCall},
-    C{onServerConnectionDropTimeout}), which it puts on txaio's reactor.
+  - L{LeanProtocol}: Autobahn's message path without the debug-log formatting and the
+    per-message event a relay does not need (TWISTED.md section 12: C{_dataReceived};
+    C{sendData} straight to the transport unless C{send_queue} holds chopped or synchronous
+    sends; C{message_data} and C{message_is_binary} at C{onMessageEnd}).  Closes: the first
+    close frame of a closing handshake (C{onCloseFrame}), C{failedByMe}, C{droppedByMe},
+    C{closeHandshakeTimeoutCall}, any valid code (C{sendCloseFrame}; C{sendClose} refuses
+    the 1001 and 1012 a proxy passes on), failing with one (C{_fail_connection}) and keeping
+    that close frame where Autobahn's server would abort (C{dropConnection}).  A send limit
+    of its own: C{maxMessagePayloadSize}, read at each use, bounds sending and receiving
+    (since 26.10 inflating too: C{decompress_message_data}'s C{max_output_len}).
+  - Raw passage (L{stproxy.websocket.passthrough} says why): C{takeUnparsed}
+    (C{current_frame}, C{inside_message}, the receive buffer C{data}), C{autobahnReceived}
+    (C{_dataReceived}), C{trafficReceived} (C{autoPingTimeoutCall},
+    C{_cancelAutoPingTimeoutCall}), C{heldWrites} (C{_closeConnection}), C{extensionsInUse}
+    (C{websocket_extensions_in_use}).
+  - Memory (L{stproxy.websocket.footprint} says why): C{_connectionMade} copies onto a
+    connection only the options it lacks (L{optionNames}: C{CONFIG_ATTRS}); Autobahn's
+    per-connection state at its starting values (L{LeanProtocol}'s class attributes), and
+    what it keeps of the handshake (L{HANDSHAKE_STATE}, L{LeanProtocol.forgetHandshake}).
+  - L{UpstreamHandshake} rewrites the handshake Autobahn's client writes (C{sendData}),
+    keeps a refusal's status (C{failHandshake}, C{http_status_line}) and checks the
+    subprotocol selected against its own offer (C{processHandshake} reads the factory's
+    C{protocols}).  L{requestHead}, L{requestPath}: C{http_request_data}, C{http_request_path}.
+  - L{useReactorTimer}: a factory's connections' timers (C{_batched_timer}) on the proxy's
+    reactor, to the millisecond; L{ClientDropTimer}: the one Autobahn's client puts on
+    txaio's (C{serverConnectionDropTimeout}, C{serverConnectionDropTimeoutCall},
+    C{onServerConnectionDropTimeout}).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from autobahn.websocket.protocol import WebSocketProtocol
 
@@ -64,46 +50,72 @@ STATE_OPEN = WebSocketProtocol.STATE_OPEN
 STATE_CLOSING = WebSocketProtocol.STATE_CLOSING
 STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
 
+_NONE: Any = None  # None, typed as whatever Autobahn assigns in its place
+
+#: What Autobahn keeps of an opening handshake and reads no more once open.
+HANDSHAKE_STATE = [
+    "http_request_data", "http_status_line", "http_headers", "http_request_uri", "_wskey",
+    "http_request_params", "http_request_host", "http_response_data", "websocket_protocols",
+    "websocket_origin", "websocket_extensions",
+]  # fmt: skip
+
 
 class LeanProtocol:
     """
-    Mixed in before an Autobahn protocol class (C{WebSocketServerProtocol} or
-    C{WebSocketClientProtocol}); see the module docstring.
-
-    Subclasses implement L{messageReceived} and L{closeFrameReceived}.
+    Mixed in before C{WebSocketServerProtocol} or C{WebSocketClientProtocol} (see the
+    module docstring).  Subclasses implement L{messageReceived} and L{closeFrameReceived}.
     """
 
-    # From the Autobahn protocol class this is mixed into.  The transport is
-    # an ITCPTransport, IConsumer and IPushProducer at once (no one interface
-    # says so).  Autobahn annotates message_data without the None it assigns.
+    # From the Autobahn class this is mixed into.  The transport is an ITCPTransport, IConsumer
+    # and IPushProducer (no one interface says so); message_data may be None.
     state: int
     transport: Any
     message_data: list[bytes] | None
     message_is_binary: bool
-    failedByMe: bool
-    droppedByMe: bool
-    send_queue: Any
-    closeHandshakeTimeoutCall: Any
     maxMessagePayloadSize: int
+    # Autobahn's per-connection state as each connection starts (footprint.lighten).
+    closedByMe = failedByMe = triggered = wasCloseHandshakeTimeout = wasOpenHandshakeTimeout = False
+    droppedByMe = wasClean = wasServerConnectionDropTimeout = wasMaxFramePayloadSizeExceeded = False
+    inside_message = wasServingFlashSocketPolicyFile = wasMaxMessagePayloadSizeExceeded = False
+    localCloseCode = localCloseReason = remoteCloseCode = remoteCloseReason = current_frame = _NONE
+    openHandshakeTimeoutCall = closeHandshakeTimeoutCall = serverConnectionDropTimeoutCall = _NONE
+    autoPingTimeoutCall = autoPingPending = autoPingPendingCall = autoPingPendingSent = _NONE
+    _perMessageCompress = trackedTimings = websocket_protocol_in_use = wasNotCleanReason = _NONE
+    autoPingPendingSeq, send_state, data = 0, 0, b""
+    send_queue: Any = ()  # a deque while used
 
-    #: The largest message this side sends (0: no limit), when it is not the
-    #: largest it receives (C{maxMessagePayloadSize}); None: the same.
+    #: The largest message this side sends (0: no limit), when not the largest it receives
+    #: (C{maxMessagePayloadSize}); None: the same.
     sendLimit: int | None = None
-    #: Autobahn's own frames, held while the other leg's frame is half
-    #: written to this transport (None: none is; see the module docstring).
+    #: Autobahn's frames, held while the other leg's frame is half written here (or None).
     heldWrites: list[bytes] | None = None
     _closeWhenReleased = False
+    #: A complete message arrived on this connection.
+    messageReceived: Callable[[bytes, bool], None]
+    #: A close frame arrived, Autobahn acted on it; whether it opened the closing handshake.
+    closeFrameReceived: Callable[[bool], None]
 
     def dataReceived(self, data: bytes) -> None:
         self._dataReceived(data)  # type: ignore[attr-defined]
+
+    autobahnReceived = dataReceived
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         if self.heldWrites is not None:
             self.heldWrites.append(data)
         elif sync or chopsize or self.send_queue:
+            if not isinstance(self.send_queue, deque):
+                self.send_queue = deque()
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
         else:
             self.transport.write(data)
+
+    def forgetHandshake(self) -> None:
+        """Once open: drop L{HANDSHAKE_STATE}, and C{send_queue} if empty."""
+        for name in HANDSHAKE_STATE:
+            self.__dict__.pop(name, None)
+        if isinstance(self.send_queue, deque) and not self.send_queue:
+            del self.send_queue
 
     @property
     def extensionsInUse(self) -> bool:
@@ -115,15 +127,12 @@ class LeanProtocol:
 
     @property
     def betweenMessages(self) -> bool:
-        return self.current_frame is None and not self.inside_message  # type: ignore[attr-defined]
+        return self.current_frame is None and not self.inside_message
 
     def takeUnparsed(self) -> bytes:
         """What Autobahn received and has not parsed yet, taken from it."""
-        data, self.data = self.data, b""  # type: ignore[has-type]
-        return data  # type: ignore[no-any-return]
-
-    def autobahnReceived(self, data: bytes) -> None:
-        self._dataReceived(data)  # type: ignore[attr-defined]
+        data, self.data = self.data, b""
+        return data
 
     def trafficReceived(self) -> None:
         if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:  # type: ignore[attr-defined]
@@ -149,10 +158,7 @@ class LeanProtocol:
             super()._closeConnection(abort)  # type: ignore[misc]
 
     def sendWholeMessage(self, payload: bytes, isBinary: bool) -> None:
-        """
-        C{sendMessage}, refused (C{PayloadExceededError}) past L{sendLimit}
-        rather than past the limit of what this side receives.
-        """
+        """C{sendMessage}, refused (C{PayloadExceededError}) past L{sendLimit}."""
         limit = self.sendLimit
         if limit is None:
             self.sendMessage(payload, isBinary)  # type: ignore[attr-defined]
@@ -169,10 +175,6 @@ class LeanProtocol:
         if not self.failedByMe and data is not None:
             self.messageReceived(b"".join(data), self.message_is_binary)
 
-    def messageReceived(self, payload: bytes, isBinary: bool) -> None:
-        """A complete message arrived on this connection."""
-        raise NotImplementedError
-
     def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
         opening = self.state == STATE_OPEN
         stop: bool | None = super().onCloseFrame(code, reasonRaw)  # type: ignore[misc]
@@ -181,19 +183,10 @@ class LeanProtocol:
 
     def dropConnection(self, abort: bool = False) -> None:
         """
-        Once this side has failed the connection, its close frame may still
-        sit in the transport's buffer: Autobahn's server drops by aborting
-        when a close arrives (the refused frame itself may be one), which
-        would discard it and leave the peer a reset instead of 1002/1007.
+        No abort once this side failed: Autobahn's server aborts when a close arrives (the
+        refused frame may be one), losing this side's close frame: a reset, not 1002/1007.
         """
         super().dropConnection(abort and not self.failedByMe)  # type: ignore[misc]
-
-    def closeFrameReceived(self, opening: bool) -> None:
-        """
-        A close frame arrived and Autobahn has acted on it; C{opening} says
-        whether it opened the closing handshake (rather than answered ours).
-        """
-        raise NotImplementedError
 
     @property
     def failedByProxy(self) -> bool:
@@ -222,15 +215,17 @@ class LeanProtocol:
 
 class UpstreamHandshake:
     """
-    Mixed in before L{LeanProtocol} on the client side: the handshake
-    Autobahn writes goes through L{rewriteHandshake}, and a refused one
-    leaves its HTTP status in L{refusedStatus}.
+    Mixed in before L{LeanProtocol} on the client side: the handshake Autobahn writes goes
+    through L{rewriteHandshake}, a refused one leaves its HTTP status in L{refusedStatus},
+    and the server's subprotocol must be one of L{offered} (not the factory's C{protocols}).
     """
 
     state: int
-
+    factory: Any
     #: The HTTP status of a refused handshake (None: no status line seen).
     refusedStatus: int | None = None
+    #: The subprotocols this connection asked for.
+    offered: Sequence[str] = ()
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         if self.state == STATE_CONNECTING and data.startswith(b"GET "):
@@ -240,6 +235,14 @@ class UpstreamHandshake:
     def rewriteHandshake(self, generated: bytes) -> bytes:
         """The handshake to send instead of the one Autobahn C{generated}."""
         return generated
+
+    def processHandshake(self) -> None:
+        factory = self.factory
+        shared, factory.protocols = factory.protocols, self.offered
+        try:
+            super().processHandshake()  # type: ignore[misc]
+        finally:
+            factory.protocols = shared
 
     def failHandshake(self, reason: str) -> None:
         statusLine = getattr(self, "http_status_line", None) or ""
@@ -251,16 +254,10 @@ class UpstreamHandshake:
 
 class ClientDropTimer:
     """
-    Mixed in before an Autobahn client protocol class: once the server has
-    answered this side's close, the wait for it to drop the TCP connection
-    (the C{serverConnectionDropTimeout} option) runs on the factory's timer,
-    like every other timer of the connection (L{useReactorTimer}).
-
-    Autobahn schedules that one wait with C{txaio.call_later}, on txaio's
-    global reactor, from C{onCloseFrame}: so the option is hidden from it
-    for that call, and the same wait is put in
-    C{serverConnectionDropTimeoutCall} here (Autobahn cancels it when the
-    connection is lost).
+    Mixed in before an Autobahn client protocol class: the wait for the server to drop TCP
+    after answering this side's close runs on the factory's timer (L{useReactorTimer}), not
+    where Autobahn's C{onCloseFrame} puts it (txaio's global reactor): the option is hidden
+    from that call, the wait put in C{serverConnectionDropTimeoutCall} (cancelled on loss).
     """
 
     state: int
@@ -284,10 +281,14 @@ class ClientDropTimer:
         return stop
 
 
+def optionNames(protocol: type[WebSocketProtocol]) -> Sequence[str]:
+    """The options C{_connectionMade} copies from the factory onto a connection lacking them."""
+    return protocol.CONFIG_ATTRS  # type: ignore[attr-defined,no-any-return]
+
+
 def requestHead(protocol: WebSocketProtocol) -> bytes:
     """The browser's opening handshake (request line and headers) as received."""
-    head: bytes = protocol.http_request_data  # type: ignore[attr-defined]
-    return head
+    return protocol.http_request_data  # type: ignore[attr-defined,no-any-return]
 
 
 def requestPath(protocol: WebSocketProtocol) -> str | None:
@@ -303,7 +304,7 @@ def useReactorTimer(
 
 
 __all__ = [
-    "STATE_CLOSED", "STATE_CLOSING", "STATE_CONNECTING", "STATE_OPEN", "ClientDropTimer",
-    "LeanProtocol", "ReactorTimer", "UpstreamHandshake", "requestHead", "requestPath",
-    "useReactorTimer",
+    "STATE_CLOSED", "STATE_CLOSING", "STATE_CONNECTING", "STATE_OPEN", "HANDSHAKE_STATE",
+    "ClientDropTimer", "LeanProtocol", "ReactorTimer", "UpstreamHandshake", "optionNames",
+    "requestHead", "requestPath", "useReactorTimer",
 ]  # fmt: skip

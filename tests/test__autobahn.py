@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import inspect
+from collections import deque
 from typing import Any
 
 import pytest
@@ -34,6 +35,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test import iosim
 
 from stproxy._autobahn import (
+    HANDSHAKE_STATE,
     STATE_CLOSED,
     STATE_CLOSING,
     STATE_OPEN,
@@ -41,6 +43,7 @@ from stproxy._autobahn import (
     LeanProtocol,
     ReactorTimer,
     UpstreamHandshake,
+    optionNames,
     requestHead,
     requestPath,
     useReactorTimer,
@@ -159,6 +162,7 @@ SIGNATURES = [
     (WebSocketProtocol, "sendData", ["data", "sync", "chopsize"]),
     (WebSocketClientProtocol, "failHandshake", ["reason"]),
     (WebSocketProtocol, "onServerConnectionDropTimeout", []),
+    (WebSocketClientProtocol, "processHandshake", []),
     (PerMessageDeflate, "decompress_message_data", ["data", "max_output_len"]),
 ]
 
@@ -615,3 +619,141 @@ def test_the_receive_limit_is_max_message_payload_size():
     """receiveLimit reads maxMessagePayloadSize, the limit Autobahn enforces on what it receives."""
     server, client, pump = connect(maxMessagePayloadSize=1234)
     assert server.receiveLimit == 1234
+
+
+# Memory per idle connection (stproxy.websocket.footprint).
+
+
+def test_connection_made_copies_only_the_options_a_connection_lacks():
+    """
+    _connectionMade copies every option (CONFIG_ATTRS: optionNames) from the factory onto
+    the connection, but none the connection has already, from its class say: a class that
+    holds the options costs a connection nothing, and its values are the ones read.
+    """
+    serverNames, clientNames = optionNames(WebSocketServerProtocol), optionNames(PlainClient)
+    assert {"maxMessagePayloadSize", "perMessageCompressionAccept", "versions"} <= set(serverNames)
+    assert {"serverConnectionDropTimeout", "perMessageCompressionOffers"} <= set(clientNames)
+    server, client, pump = connect(server=PlainServer, client=PlainClient)
+    assert set(serverNames) <= set(vars(server)) and set(clientNames) <= set(vars(client))
+
+    options = {name: getattr(server.factory, name) for name in serverNames}
+    options["maxMessagePayloadSize"] = 7
+    accept = options["perMessageCompressionAccept"]
+    options["perMessageCompressionAccept"] = staticmethod(accept)
+    Optioned = type("Optioned", (LeanServer,), options)
+    server, client, pump = connect(server=Optioned, client=PlainClient, maxMessagePayloadSize=100)
+    assert not set(serverNames) & set(vars(server)), "options were copied onto the connection"
+    assert server.maxMessagePayloadSize == 7 and server.perMessageCompressionAccept is accept
+    client.sendMessage(b"12345678", isBinary=True)
+    pump.flush()
+    assert server.failedByProxy and client.closed is not None and client.closed[1] == 1009
+
+
+def test_lean_protocol_has_autobahns_starting_state_as_class_attributes():
+    """
+    The values LeanProtocol's class has for Autobahn's per-connection state are the ones
+    every open connection starts with (_connectionMade, the handshake): a connection's own
+    copy, identical, may go (stproxy.websocket.footprint.lighten).  Only a client has a
+    serverConnectionDropTimeoutCall.
+    """
+    own = {"sendLimit", "heldWrites", "_closeWhenReleased"}
+    starting = {
+        name: value
+        for name, value in vars(LeanProtocol).items()
+        if isinstance(value, (type(None), int, bytes)) and name not in own
+    }
+    assert len(starting) >= 30 and starting["failedByMe"] is False
+    server, client, pump = connect(server=PlainServer, client=PlainClient)
+    for protocol, absent in ((server, {"serverConnectionDropTimeoutCall"}), (client, set())):
+        state = vars(protocol)
+        assert set(starting) - set(state) == absent, "Autobahn no longer sets these"
+        found = {name: state[name] for name in starting if name in state}
+        assert found == {name: starting[name] for name in found}
+
+
+class Unreadable:
+    """A class attribute that fails the test when read: an instance's own is gone."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        pytest.fail(f"{self.name} was read once the connection was open")
+
+
+def test_nothing_reads_the_handshake_state_once_open(monkeypatch):
+    """
+    Autobahn's opening handshake sets every name of HANDSHAKE_STATE, and once
+    forgetHandshake has dropped them nothing reads one: messages, pings, auto-pings and the
+    closing handshake, either way.
+    """
+    monkeypatch.setattr(txaio, "call_later", lambda *args, **kwargs: None)
+    Server = type("Server", (LeanServer,), {name: Unreadable() for name in HANDSHAKE_STATE})
+    Client = type("Client", (LeanClient,), {name: Unreadable() for name in HANDSHAKE_STATE})
+    clock = MemoryReactorClock()
+    server, client, pump = connect(
+        clock, server=Server, client=Client, autoPingInterval=1, autoPingTimeout=2
+    )
+    assert set(HANDSHAKE_STATE) <= set(vars(server)) | set(vars(client))
+    for protocol in (server, client):
+        protocol.forgetHandshake()
+        assert not set(HANDSHAKE_STATE) & set(vars(protocol))
+    client.sendMessage("to the server".encode())
+    server.sendMessage(b"to the client", isBinary=True)
+    client.sendPing(b"ping")
+    pump.flush()
+    clock.advance(1)
+    pump.flush()
+    assert server.received == [(b"to the server", False)]
+    assert client.received == [(b"to the client", True)]
+    assert server.pings == [b"ping"] and len(client.pings) == 1, "no auto-ping after a second"
+    server.sendCloseWith(1001, b"going away")
+    pump.flush()
+    assert client.closed == (True, 1001, "going away") and server.state == STATE_CLOSED
+
+
+def test_an_empty_send_queue_goes_and_a_queued_send_makes_another(monkeypatch):
+    """
+    forgetHandshake drops an empty send_queue (the class's empty tuple reads the same); a
+    send Autobahn queues (sync) gets a new deque, and what follows keeps its order.
+    """
+    monkeypatch.setattr(txaio, "call_later", lambda *args, **kwargs: None)
+    server, client, pump = connect(client=PlainClient)
+    assert isinstance(private(server, "send_queue"), deque) and not server.send_queue
+    server.forgetHandshake()
+    assert "send_queue" not in vars(server) and server.send_queue == ()
+    server.sendMessage(b"first", isBinary=True, sync=True)
+    assert isinstance(vars(server)["send_queue"], deque)
+    server.sendMessage(b"second", isBinary=True)
+    pump.flush()
+    assert client.received == [(b"first", True), (b"second", True)]
+
+
+@pytest.mark.parametrize(("offered", "opens"), [(["b", "a"], True), ([], False)])
+def test_the_subprotocol_selected_is_checked_against_the_connections_own_offer(offered, opens):
+    """
+    Autobahn's client checks the server's subprotocol against its factory's protocols
+    (processHandshake); UpstreamHandshake puts its offered ones there for that check,
+    and leaves the factory's list as it was.
+    """
+
+    class Selecting(LeanServer):
+        def onConnect(self, request):
+            return "a"
+
+    class Offering(LeanClient):
+        extraHeader = b"Sec-WebSocket-Protocol: a, b\r\n"
+
+    clock = MemoryReactorClock()
+    serverFactory, clientFactory = factories(clock, Selecting, Offering)
+    shared = clientFactory.protocols
+    server, client = serverFactory.buildProtocol(None), clientFactory.buildProtocol(None)
+    client.offered = offered
+    iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client))
+    assert clientFactory.protocols is shared and shared == []
+    if opens:
+        assert client.state == STATE_OPEN and client.websocket_protocol_in_use == "a"
+    else:
+        assert client.state == STATE_CLOSED and client.refusedStatus == 101

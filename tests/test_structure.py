@@ -66,6 +66,29 @@ AUTOBAHN_INTERNALS = {
     "autoPingTimeoutCall",
     "_cancelAutoPingTimeoutCall",
     "_closeConnection",
+    # Memory per idle connection: options, starting state and handshake state ("http_headers"
+    # is left out: twisted.web.http_headers).
+    "CONFIG_ATTRS",
+    "processHandshake",
+    "closedByMe",
+    "triggered",
+    "wasNotCleanReason",
+    "trackedTimings",
+    "_perMessageCompress",
+    "openHandshakeTimeoutCall",
+    "autoPingPending",
+    "autoPingPendingCall",
+    "autoPingPendingSent",
+    "autoPingPendingSeq",
+    "send_state",
+    "http_request_uri",
+    "http_request_params",
+    "http_request_host",
+    "http_response_data",
+    "websocket_protocols",
+    "websocket_origin",
+    "websocket_extensions",
+    "_wskey",
 }
 
 #: The Twisted internals listed in stproxy/_twisted.py's docstring.

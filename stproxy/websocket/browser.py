@@ -23,7 +23,7 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IAddress, ISSLTransport
-from twisted.logger import ILogObserver
+from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 
@@ -35,6 +35,7 @@ from stproxy.ops.metrics import Metrics
 from stproxy.routing.route import Pin, Routes
 from stproxy.routing.single import asRoutes
 from stproxy.upstream.client import Upstream
+from stproxy.websocket.footprint import ClassOptions, lighten
 from stproxy.websocket.handshake import (
     OWN_HANDSHAKE_FIELDS,
     BrowserHandshake,
@@ -44,7 +45,7 @@ from stproxy.websocket.handshake import (
 from stproxy.websocket.options import browserLegOptions
 from stproxy.websocket.relay import UPSTREAM_LOST, RelayLeg, join
 from stproxy.websocket.sessions import Sessions
-from stproxy.websocket.upstream import UpstreamFactory, UpstreamProtocol
+from stproxy.websocket.upstream import UpstreamFactories, UpstreamProtocol
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -81,11 +82,14 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
     _gone = False
 
     def connectionMade(self) -> None:
-        self._log = loggerFor(self, self.factory.logObserver)
         # It takes messages up to the browser's limit, and sends Streamlit's
         # up to the overall one.
         self.sendLimit = self.factory.settings.maxMessageSize
         super().connectionMade()
+
+    @property
+    def _log(self) -> Logger:
+        return loggerFor(self, self.factory.logObserver)  # made when used: seldom
 
     @property
     def tracker(self) -> Sessions:
@@ -127,20 +131,13 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
         )
         for name, value in handshake.added:
             forwarded.addRawHeader(name, value)
-        factory = UpstreamFactory(
-            self,
-            upstream,
-            self.factory.sessions,
-            protocols=request.protocols,
-            head=upstreamRequestHead(target, host, forwarded),
-            maxMessageSize=settings.maxMessageSize,
-        )
+        head = upstreamRequestHead(target, host, forwarded)
         # A local reference: an endpoint may fail at once, and then
         # _unreachable has settled (and cleared) self._accept before connect
         # returns; Autobahn must still get the failed Deferred, not None (a 101).
         accept = self._accept = Deferred()
         self._deadline = upstream.reactor.callLater(settings.handshakeTimeout, self._timedOut)
-        self._connecting = upstream.endpoint().connect(factory)
+        self._connecting = self.factory.upstreams.connect(upstream, self, request.protocols, head)
         self._connecting.addCallbacks(self._connected, self._unreachable)
         return accept
 
@@ -229,6 +226,7 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
 
     def onOpen(self) -> None:
         upstream, self._upstream = self._upstream, None
+        lighten(self)
         if self._gone or upstream is None:
             return  # Autobahn's late open after a lost handshake (TWISTED.md 2).
         if upstream.state != STATE_OPEN:
@@ -267,7 +265,7 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
         super().onClose(wasClean, code, reason)
 
 
-class BrowserFactory(WebSocketServerFactory):
+class BrowserFactory(ClassOptions, WebSocketServerFactory):
     """
     The server factory of every browser leg, and what those legs share.
 
@@ -297,6 +295,7 @@ class BrowserFactory(WebSocketServerFactory):
         self.sessions = sessions
         self.logObserver = logObserver
         self.metrics = Metrics() if metrics is None else metrics
+        self.upstreams = UpstreamFactories(sessions, settings.maxMessageSize)
         useReactorTimer(self, self.routes.reactor)
         self.setProtocolOptions(**browserLegOptions(settings))
 

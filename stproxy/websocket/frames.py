@@ -73,9 +73,9 @@ class FrameReader:
         after which the connection is done).
     """
 
-    messages = 0
-    payloadBytes = 0
-    stopped = False
+    # Slots: two readers per idle session, each an instance dict of 0.8 KB otherwise.
+    __slots__ = """messages payloadBytes stopped _maskBit _limit _head _open _mode _fin _length
+        _remaining _held _key _keyAt _inMessage _text _size _passed _decoder""".split()
 
     def __init__(self, masked: bool, limit: int = 0) -> None:
         """
@@ -83,6 +83,8 @@ class FrameReader:
             masked) rather than from a server (and so must not be).
         @param limit: the largest message taken, in bytes; 0 for none.
         """
+        self.messages = self.payloadBytes = 0
+        self.stopped = False
         self._maskBit = 0x80 if masked else 0
         self._limit = limit
         self._head = b""  # a header not yet whole

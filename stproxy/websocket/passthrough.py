@@ -124,6 +124,8 @@ class Passthrough(FrameReader):
     transport as they came, control frames handed to this leg's Autobahn.
     """
 
+    __slots__ = ("_leg", "_target", "_write", "_answersHeld")
+
     def __init__(self, leg: PassingLeg, target: PassingLeg) -> None:
         """
         @param leg: the leg whose peer's frames are read (a server, the

@@ -1,18 +1,24 @@
 """
 The upstream leg of a relayed WebSocket: one Autobahn client connection to
 Streamlit per browser connection, whose handshake is the browser's
-(L{stproxy.websocket.handshake}).
+(L{stproxy.websocket.handshake}), made by one factory per upstream
+(L{UpstreamFactories}).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, Sequence
+from weakref import WeakKeyDictionary
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectionResponse
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory
 
 from stproxy._autobahn import STATE_OPEN, ClientDropTimer, UpstreamHandshake, useReactorTimer
 from stproxy.upstream.client import Upstream
+from stproxy.websocket.footprint import ClassOptions, lighten
 from stproxy.websocket.handshake import spliceHandshake
 from stproxy.websocket.relay import UPSTREAM_LOST, RelayLeg
 from stproxy.websocket.sessions import Sessions
@@ -36,12 +42,18 @@ class UpstreamProtocol(  # type: ignore[misc]
 ):
     """
     The upstream leg: one Autobahn client connection per browser connection,
-    every timer of it on the proxy's reactor (L{ClientDropTimer}).
+    every timer of it on the proxy's reactor (L{ClientDropTimer}).  Its
+    subprotocols are checked against the browser's (L{offered}), not its
+    factory's, which all the legs to one upstream share.
     """
 
     factory: UpstreamFactory
     lostCode = UPSTREAM_LOST
     side = "upstream"
+    #: The browser leg waiting for this handshake, until it ends.
+    browser: WaitingBrowser | None = None
+    #: The handshake's request line and headers (L{upstreamRequestHead}), until sent.
+    head = b""
 
     @property
     def tracker(self) -> Sessions:
@@ -49,65 +61,47 @@ class UpstreamProtocol(  # type: ignore[misc]
 
     def rewriteHandshake(self, generated: bytes) -> bytes:
         """The browser's handshake, with Autobahn's key (L{spliceHandshake})."""
-        return spliceHandshake(self.factory.head, generated)
+        return spliceHandshake(self.head, generated)
 
     def onConnect(self, response: ConnectionResponse) -> None:
-        self.factory.head = b""  # sent: not kept for the session's life
-        browser, self.factory.browser = self.factory.browser, None
+        self.head = b""  # sent: not kept for the session's life
+        browser, self.browser = self.browser, None
         if browser is None:
             self.abandon()
         else:
             browser.upstreamOpened(self, response.protocol)
 
+    def onOpen(self) -> None:
+        lighten(self)
+
     def abandon(self) -> None:
         """The browser no longer waits for this connection."""
-        self.factory.browser = None
+        self.browser = None
         if self.state == STATE_OPEN:
             self.closeWith(1001, b"going away")
         else:
             self.dropConnection(abort=True)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        browser, self.factory.browser = self.factory.browser, None
+        browser, self.browser = self.browser, None
         if browser is not None:
             browser.upstreamRefused(self.refusedStatus)
         super().onClose(wasClean, code, reason)
 
 
-class UpstreamFactory(WebSocketClientFactory):
-    """
-    The client factory of one upstream connection.
-
-    Autobahn checks the upstream's selected subprotocol against its factory's
-    list (TWISTED.md section 4), so each browser connection gets its own.
-
-    @ivar browser: the browser leg waiting for this handshake, until it ends.
-    @ivar head: the handshake's request line and headers (L{upstreamRequestHead}).
-    """
+class UpstreamFactory(ClassOptions, WebSocketClientFactory):
+    """The client factory of every upstream leg to one upstream."""
 
     # Autobahn's factories subclass Twisted's generic Factory without naming
     # their protocol, so mypy wants one whose factory is a plain Factory.
     protocol = UpstreamProtocol  # type: ignore[assignment]
-    noisy = False  # no "Starting factory" log line per WebSocket
+    noisy = False  # no "Starting factory" log line
 
-    def __init__(
-        self,
-        browser: WaitingBrowser,
-        upstream: Upstream,
-        sessions: Sessions,
-        protocols: list[str],
-        head: bytes,
-        maxMessageSize: int,
-    ) -> None:
+    def __init__(self, upstream: Upstream, sessions: Sessions, maxMessageSize: int) -> None:
         super().__init__(
-            upstream.address.webSocketURL("/"),
-            protocols=protocols,
-            useragent=None,
-            reactor=upstream.reactor,
+            upstream.address.webSocketURL("/"), useragent=None, reactor=upstream.reactor
         )
-        self.browser: WaitingBrowser | None = browser
         self.sessions = sessions
-        self.head = head
         useReactorTimer(self, upstream.reactor)
         self.setProtocolOptions(
             maxMessagePayloadSize=maxMessageSize,
@@ -118,4 +112,51 @@ class UpstreamFactory(WebSocketClientFactory):
         )
 
 
-__all__ = ["UpstreamProtocol", "UpstreamFactory"]
+class UpstreamFactories:
+    """
+    The upstream legs of one browser factory: one L{UpstreamFactory} per
+    upstream (a replica), for as long as that upstream is in use.
+    """
+
+    def __init__(self, sessions: Sessions, maxMessageSize: int) -> None:
+        self._sessions = sessions
+        self._maxMessageSize = maxMessageSize
+        self._factories: WeakKeyDictionary[Upstream, UpstreamFactory] = WeakKeyDictionary()
+
+    def factoryFor(self, upstream: Upstream) -> UpstreamFactory:
+        """The client factory of the legs to C{upstream}, made for the first of them."""
+        factory = self._factories.get(upstream)
+        if factory is None:
+            factory = UpstreamFactory(upstream, self._sessions, self._maxMessageSize)
+            self._factories[upstream] = factory
+        return factory
+
+    def connect(
+        self, upstream: Upstream, browser: WaitingBrowser, offered: Sequence[str], head: bytes
+    ) -> Deferred[UpstreamProtocol]:
+        """
+        A new connection to C{upstream} for C{browser}, which the handshake
+        C{head} (L{upstreamRequestHead}) asks for the subprotocols C{offered}.
+        """
+        protocol: UpstreamProtocol = self.factoryFor(upstream).buildProtocol(None)
+        protocol.browser, protocol.offered, protocol.head = browser, offered, head
+        connecting: Deferred[Any] = upstream.endpoint().connect(_OneLeg(protocol))
+        return connecting
+
+
+class _OneLeg(Factory):
+    """
+    What the endpoint connects: the leg made for it (C{connectProtocol}
+    would make a class, and log a line, per connection).
+    """
+
+    noisy = False
+
+    def __init__(self, leg: UpstreamProtocol) -> None:
+        self.leg = leg
+
+    def buildProtocol(self, addr: IAddress | None) -> UpstreamProtocol:  # type: ignore[override]
+        return self.leg
+
+
+__all__ = ["UpstreamFactories", "UpstreamFactory", "UpstreamProtocol"]

@@ -5,6 +5,8 @@ browser's, and what it reports back when the upstream refuses; in memory.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -13,16 +15,19 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
 from stproxy.config import WebSocketSettings
+from stproxy.ops.metrics import Metrics
 from stproxy.testing import (
     FakeBrowserFactory,
     FakeStreamlit,
     FakeStreamlitFactory,
     MemoryNetwork,
+    MemoryUpstream,
     connectBrowser,
     memoryRelay,
 )
 from stproxy.websocket.handshake import parseRequestHead
-from stproxy.websocket.upstream import UpstreamProtocol
+from stproxy.websocket.sessions import Sessions
+from stproxy.websocket.upstream import UpstreamFactories, UpstreamProtocol
 
 COOKIE = b"_streamlit_xsrf=2|ab|cd|1700000000; other=caf\xc3\xa9"
 BROWSER_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
@@ -94,7 +99,8 @@ def test_the_upstream_handshake_is_the_browsers_with_autobahns_key_spliced_in() 
     assert upstream.websocket_key != BROWSER_KEY
     assert headers.getRawHeaders(b"sec-websocket-version") == [b"13"]
     assert not headers.hasHeader(b"sec-websocket-extensions")
-    assert upstream.factory.protocols == ["streamlit", "xsrf-token", "session-id"]
+    assert upstream.offered == ["streamlit", "xsrf-token", "session-id"]
+    assert upstream.factory.protocols == [], "the shared factory kept one leg's subprotocols"
 
 
 @pytest.mark.parametrize("status", [403, 404, 302])
@@ -138,7 +144,7 @@ def test_an_upstream_opening_for_nobody_is_closed_going_away() -> None:
     connectBrowser(net, relay, FakeBrowserFactory(net.reactor).buildProtocol(None))
     net.flush()
     [upstreamPump] = relay.upstream.connections
-    upstreamPump.client.factory.browser = None  # what abandon() and onClose leave
+    upstreamPump.client.browser = None  # what abandon() and onClose leave
     streamlit.connections[0].answer.callback(None)
     net.flush()
     assert streamlit.connections[0].closed == (True, 1001, "going away")
@@ -160,3 +166,58 @@ def test_the_upstream_legs_timers_run_on_the_reactor_it_was_given() -> None:
     [call] = [c for c in calls if c is not None][:1]
     # Due one second after now on the proxy's clock, not on the wall clock.
     assert call.getTime() == pytest.approx(net.reactor.seconds() + 1)
+
+
+def test_the_legs_to_one_upstream_share_a_factory_and_keep_their_own_handshakes() -> None:
+    """
+    Two browsers to one upstream: one client factory serves both upstream legs, and each
+    leg's handshake is still its own browser's (target, cookie, subprotocols), and so is
+    the subprotocol each gets back.
+    """
+    net = MemoryNetwork()
+    streamlit = FakeStreamlitFactory(net.reactor)
+    relay = memoryRelay(net, streamlit, WebSocketSettings(pingInterval=0))
+    browsers = []
+    for path, cookie, protocols in [
+        ("/a/_stcore/stream", "who=alice", ("streamlit", "token-a")),
+        ("/b/_stcore/stream", "who=bob", ("other", "streamlit")),
+    ]:
+        factory = FakeBrowserFactory(net.reactor, f"ws://app.example{path}", protocols)
+        factory.headers = {"Cookie": cookie}
+        browsers.append(factory.buildProtocol(None))
+        connectBrowser(net, relay, browsers[-1])
+    net.flush()
+    alice, bob = browsers
+    assert alice.opened and bob.opened
+    legs = [pump.client for pump in relay.upstream.connections]
+    assert legs[0].factory is legs[1].factory
+    assert [leg.offered for leg in legs] == [["streamlit", "token-a"], ["other", "streamlit"]]
+    heads = [parseRequestHead(server.head) for server in streamlit.connections]
+    assert [(head.target, head.headers.getRawHeaders(b"cookie")) for head in heads] == [
+        (b"/a/_stcore/stream", [b"who=alice"]),
+        (b"/b/_stcore/stream", [b"who=bob"]),
+    ]
+    assert [head.headers.getRawHeaders(b"sec-websocket-protocol") for head in heads] == [
+        [b"streamlit,token-a"],
+        [b"other,streamlit"],
+    ]
+    assert alice.response is not None and alice.response.protocol == "streamlit"
+    assert bob.response is not None and bob.response.protocol == "other"
+    assert legs[0].factory.protocols == []
+
+
+def test_each_upstream_gets_its_own_factory_for_as_long_as_it_is_in_use() -> None:
+    """
+    Legs to one upstream share a factory (with the relay's message limit), legs to another
+    have their own, and an upstream no longer in use takes its factory with it.
+    """
+    net = MemoryNetwork()
+    factories = UpstreamFactories(Sessions(net.reactor, Metrics()), 1 << 20)
+    first, second = MemoryUpstream(net, None), MemoryUpstream(net, None)
+    assert factories.factoryFor(first) is factories.factoryFor(first)
+    assert factories.factoryFor(second) is not factories.factoryFor(first)
+    assert factories.factoryFor(first).maxMessagePayloadSize == 1 << 20
+    gone = weakref.ref(factories.factoryFor(second))
+    del second
+    gc.collect()
+    assert gone() is None
