@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from stproxy._twisted import forgetExitSignal
 from stproxy.edge.connections import ConnectionLimit
 from stproxy.edge.listeners import AnnouncedEndpoint
+from stproxy.ops.collector import tuneCollector
 from stproxy.ops.drain import Drain
 from stproxy.ops.logs import loggerFor
 from stproxy.ops.signals import exitOnNextSignal
@@ -126,6 +127,8 @@ class ProxyService(MultiService):
     def startService(self) -> None:
         Service.startService(self)
         self._startChildren(lambda child: child.startService())
+        if self.ownsProcess:
+            tuneCollector()  # everything start-up made is here now
         for route in self.routes.routes:
             self._log.info(
                 "stproxy forwarding to {upstream} for {prefix}",

@@ -116,6 +116,7 @@ def process(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(
         "stproxy.service.forgetExitSignal", lambda reactor: calls.append("forgetExitSignal")
     )
+    monkeypatch.setattr("stproxy.service.tuneCollector", lambda: None)  # the test process's own
     return calls
 
 
