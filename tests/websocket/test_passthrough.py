@@ -15,22 +15,20 @@ from typing import Any
 import pytest
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
 from twisted.internet.protocol import Protocol
+from websocket_memory import Relayed as MemoryRelayed
 from websocket_wire import BINARY, CONTINUATION, PING, TEXT, frame, readFrames
 
 from stproxy.config import WebSocketSettings
 from stproxy.ops.metrics import DOWNSTREAM, UPSTREAM
 from stproxy.testing import (
     FakeBrowser,
-    FakeBrowserFactory,
     FakeStreamlit,
     FakeStreamlitFactory,
     MemoryNetwork,
     connectBrowser,
     memoryRelay,
 )
-from stproxy.websocket.browser import BrowserProtocol
 from stproxy.websocket.passthrough import HELD_LIMIT, passThrough
-from stproxy.websocket.upstream import UpstreamProtocol
 
 BIG = 200_000  # more than three turns of the memory network
 
@@ -54,37 +52,10 @@ class Browser(FakeBrowser):
         self.events.append(("pong", payload))
 
 
-class Relayed:
-    """One open relayed WebSocket: a fake browser, the relay and a fake Streamlit."""
+class Relayed(MemoryRelayed):
+    """One open relayed WebSocket whose browser records pings and pongs with its messages."""
 
-    def __init__(
-        self, browserOptions: dict[str, Any] | None = None, streamlit: Any = None, **settings: Any
-    ) -> None:
-        self.net = MemoryNetwork()
-        self.events: list[dict[str, Any]] = []
-        self.streamlitFactory = FakeStreamlitFactory(self.net.reactor)
-        if streamlit is not None:
-            self.streamlitFactory.protocol = streamlit
-        settings.setdefault("pingInterval", 0)
-        self.relay = memoryRelay(
-            self.net, self.streamlitFactory, WebSocketSettings(**settings), self.events.append
-        )
-        browserFactory = FakeBrowserFactory(self.net.reactor, **(browserOptions or {}))
-        browserFactory.protocol = Browser
-        self.browser: Browser = browserFactory.buildProtocol(None)
-        self.browserPump = connectBrowser(self.net, self.relay, self.browser)
-        self.net.flush()
-        assert self.browser.opened
-        self.streamlit: FakeStreamlit = self.streamlitFactory.connections[0]
-        self.browserLeg: BrowserProtocol = self.browserPump.server
-        self.upstreamLeg: UpstreamProtocol = self.relay.upstream.connections[0].client
-
-    def turn(self) -> None:
-        """One turn of the network: at most 64 KiB read on each connection."""
-        self.net.pump()
-
-    def sample(self, name: str, **labels: str) -> float | None:
-        return self.relay.metrics.registry.get_sample_value(name, labels)
+    browserClass = Browser
 
 
 def recordReceived(protocol: Any) -> bytearray:

@@ -12,20 +12,10 @@ from typing import Any
 import pytest
 from autobahn.websocket import compress_deflate
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
+from websocket_memory import Relayed as MemoryRelayed
 
-from stproxy.config import WebSocketSettings
 from stproxy.ops.metrics import DOWNSTREAM, UPSTREAM
-from stproxy.testing import (
-    FakeBrowser,
-    FakeBrowserFactory,
-    FakeStreamlit,
-    FakeStreamlitFactory,
-    MemoryNetwork,
-    connectBrowser,
-    memoryRelay,
-)
-from stproxy.websocket.browser import BrowserFactory, BrowserProtocol
-from stproxy.websocket.upstream import UpstreamProtocol
+from stproxy.testing import FakeBrowser
 from stproxy.websocket.valve import HOLD_LIMIT
 
 #: A browser that offers permessage-deflate (FakeBrowserFactory options).
@@ -44,31 +34,10 @@ class PongCountingBrowser(FakeBrowser):
         self.pongs += 1
 
 
-class Relayed:
-    """One open relayed WebSocket: a fake browser, the relay and a fake Streamlit."""
+class Relayed(MemoryRelayed):
+    """One open relayed WebSocket whose browser counts pongs."""
 
-    def __init__(self, browserOptions: dict[str, Any] | None = None, **settings: Any) -> None:
-        """@param browserOptions: the fake browser's Autobahn options (L{DEFLATE})."""
-        self.net = MemoryNetwork()
-        self.events: list[dict[str, Any]] = []
-        self.streamlitFactory = FakeStreamlitFactory(self.net.reactor)
-        settings.setdefault("pingInterval", 0)
-        self.relay: BrowserFactory = memoryRelay(
-            self.net, self.streamlitFactory, WebSocketSettings(**settings), self.events.append
-        )
-        browserFactory = FakeBrowserFactory(self.net.reactor, **(browserOptions or {}))
-        browserFactory.protocol = PongCountingBrowser
-        self.browser: PongCountingBrowser = browserFactory.buildProtocol(None)
-        self.browserPump = connectBrowser(self.net, self.relay, self.browser)
-        self.net.flush()
-        assert self.browser.opened
-        self.streamlit: FakeStreamlit = self.streamlitFactory.connections[0]
-        self.browserLeg: BrowserProtocol = self.browserPump.server
-        self.upstreamPump = self.relay.upstream.connections[0]
-        self.upstreamLeg: UpstreamProtocol = self.upstreamPump.client
-
-    def sample(self, name: str, **labels: str) -> float | None:
-        return self.relay.metrics.registry.get_sample_value(name, labels)
+    browserClass = PongCountingBrowser
 
 
 def test_messages_cross_both_ways_in_order_with_their_binary_or_text_flag() -> None:
