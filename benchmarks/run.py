@@ -16,7 +16,7 @@ and what the proxy adds to direct's), ws_push_50c_100B and ws_push_50c_64KB (50 
 upstream pushes to as fast as they read: messages/s, MB/s), ws_echo_50c_100B (50 WebSockets with
 16 messages each in flight, echoed: messages/s), ws_echo_50c_100B_deflate (the same, the client
 offering permessage-deflate as Chromium does), ws_idle (2000 idle WebSockets: KB of proxy RSS
-each).
+each), ws_idle_deflate (the same, each having offered permessage-deflate and echoed one message).
 
 Load: ``benchmarks/loadgen.py`` worker processes (asyncio on raw sockets, WebSocket framing and
 permessage-deflate done there), or ``wrk`` for the small GETs when it is on PATH (not in
@@ -84,6 +84,7 @@ MODES = {
 # (key, what the loadgen does, spec) — the workloads of issue 13's table, plus deflate echo
 WORKLOADS = [
     ("ws_idle", "idle", {}),
+    ("ws_idle_deflate", "idle", {"deflate": True}),
     ("http_small_c1", "http", {"conns": 1}),
     ("http_small_c64", "http", {"conns": 64}),
     ("http_big", "big", {}),
@@ -93,7 +94,8 @@ WORKLOADS = [
     ("ws_echo_50c_100B_deflate", "echo", {"conns": 50, "size": 100, "window": 16, "deflate": True}),
     ("ws_push_50c_64KB", "push", {"conns": 50, "size": 65536}),
 ]
-ONCE = {"ws_idle"}  # measured in the first repetition only (it holds thousands of sockets)
+# Measured in the first repetition only (they hold thousands of sockets).
+ONCE = {"ws_idle", "ws_idle_deflate"}
 
 # The table: (workload, metric, label, better, format).
 ROWS = [
@@ -108,6 +110,7 @@ ROWS = [
     ("ws_echo_50c_100B_deflate", "msgs_per_s", "msg/s", "high", "{:,.0f}"),
     ("ws_push_50c_64KB", "mb_per_s", "MB/s", "high", "{:,.0f}"),
     ("ws_idle", "kb_per_conn", "KB of proxy RSS each", "low", "{:,.1f}"),
+    ("ws_idle_deflate", "kb_per_conn", "KB of proxy RSS each", "low", "{:,.1f}"),
 ]
 # The figure every system has for each workload (the smoke test checks these are positive).
 PRIMARY = {
@@ -120,6 +123,7 @@ PRIMARY = {
     "ws_echo_50c_100B_deflate": "msgs_per_s",
     "ws_push_50c_64KB": "mb_per_s",
     "ws_idle": "alive",
+    "ws_idle_deflate": "alive",
 }
 
 
@@ -433,7 +437,7 @@ class Bench:
         if mode == "big":
             return self.big(system)
         if mode == "idle":
-            return self.idle(system)
+            return self.idle(system, spec)
         if mode == "rtt":
             r = self.loadgen(system, "rtt", spec, 1, cfg["rtt_dur"], cfg["ws_warm"])
             r["msgs_per_s"] = r.get("msgs", 0) / r["secs"]
@@ -500,7 +504,7 @@ class Bench:
             r["rss_growth_mb"] = r["peak_rss_mb"] - r["base_rss_mb"]
         return r
 
-    def idle(self, system: System) -> dict:
+    def idle(self, system: System, spec: dict) -> dict:
         n = self.cfg["idle"]
         base = rss_kb(system.pids())
         held = [0]
@@ -510,7 +514,7 @@ class Bench:
             held[0] = rss_kb(system.pids())
             return {}
 
-        r = self.loadgen(system, "idle", {"conns": n, "size": 100}, 1, 0, 0, during=during)
+        r = self.loadgen(system, "idle", dict(spec, conns=n, size=100), 1, 0, 0, during=during)
         if r.get("alive") != n:
             r.setdefault("error", f"{r.get('alive')} of {n} idle WebSockets answered at the end")
         if system.pid:
@@ -861,13 +865,13 @@ def main(argv: list[str] | None = None) -> int:
                         + " ".join(k for k, _, _ in WORKLOADS))  # fmt: skip
     parser.add_argument("--reps", type=int, help="repetitions (median kept)")
     parser.add_argument("--big-mb", type=int, help="size of the big download in MiB")
-    parser.add_argument("--idle", type=int, help="idle WebSockets held in ws_idle")
+    parser.add_argument("--idle", type=int, help="idle WebSockets held in ws_idle(_deflate)")
     parser.add_argument("--procs", type=int,
                         help="load-generator processes for the many-connection workloads "
                         "[default: one per CPU the load may use, at most 4]")  # fmt: skip
     parser.add_argument("--stproxy-args", default="", metavar="ARGS",
                         help="more options for every stproxy column, e.g. "
-                        "'--ws-compression on' (the deflate row then compresses)")  # fmt: skip
+                        "'--ws-compression on' (the deflate rows then compress)")  # fmt: skip
     parser.add_argument("--http-client", choices=("auto", "wrk", "python"), default="auto",
                         help="small GETs with wrk or loadgen.py [default: wrk when on PATH, "
                         "except in --smoke]")  # fmt: skip
@@ -999,19 +1003,20 @@ def main(argv: list[str] | None = None) -> int:
         + (": " + ", ".join(upstream_full) if upstream_full else ": nowhere")
     )
     notes.append("! an error in at least one repetition (see the JSON); ERR: no figure")
-    deflate = {
-        n: "deflate" in r.get("negotiated", "").lower()
-        for n, r in results.get("ws_echo_50c_100B_deflate", {}).items()
-        if "negotiated" in r
-    }
-    if deflate:
-        notes.append(
-            "ws_echo_50c_100B_deflate: the client offers permessage-deflate; accepted by "
-            + (", ".join(n for n, yes in deflate.items() if yes) or "none")
-            + "; not by "
-            + (", ".join(n for n, yes in deflate.items() if not yes) or "none")
-            + " (the upstream, like Streamlit, never accepts it; nginx passes the offer on to it)"
-        )
+    for key in ("ws_echo_50c_100B_deflate", "ws_idle_deflate"):
+        deflate = {
+            n: "deflate" in r.get("negotiated", "").lower()
+            for n, r in results.get(key, {}).items()
+            if "negotiated" in r
+        }
+        if deflate:
+            notes.append(
+                f"{key}: the client offers permessage-deflate; accepted by "
+                + (", ".join(n for n, yes in deflate.items() if yes) or "none")
+                + "; not by "
+                + (", ".join(n for n, yes in deflate.items() if not yes) or "none")
+                + " (the upstream, like Streamlit, never accepts it; nginx passes the offer on to it)"
+            )
     left = [
         f"{n}:{k} {r['upstream_ws_left']:.0f}"
         for k, per_system in results.items()
