@@ -98,6 +98,10 @@ class ProxyRoot(Resource):
             subject = clientCertificateSubject(request)
             request.identity = verdict.identity
             request.authCookies = verdict.cookies
+            # On the proxy's own answers (a 502 page) too; an upstream's
+            # response gets them again beside its own (Exchange).
+            for name, value in verdict.cookies:
+                request.responseHeaders.addRawHeader(name, value)
             request.upstreamHeaders = self._identity.upstream(
                 verdict.identity, subject, verdict.headers
             )

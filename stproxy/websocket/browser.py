@@ -39,6 +39,7 @@ from stproxy.websocket.footprint import ClassOptions, lighten
 from stproxy.websocket.handshake import (
     OWN_HANDSHAKE_FIELDS,
     BrowserHandshake,
+    acceptHeaders,
     parseRequestHead,
     upstreamRequestHead,
 )
@@ -73,13 +74,14 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
     #: L{stproxy.websocket.resource.RelayResource}.
     handshake: BrowserHandshake | None = None
 
-    _accept: Deferred[str | None | tuple[str | None, dict[str, str]]] | None = None
+    _accept: Deferred[str | None | tuple[str | None, dict[str, list[str]]]] | None = None
     #: Where this browser's session goes (L{stproxy.routing}), once decided.
     pin: Pin | None = None
     _connecting: Deferred[Any] | None = None
     _deadline: IDelayedCall | None = None
     _upstream: UpstreamProtocol | None = None
     _gone = False
+    _cookies: tuple[bytes, ...] = ()  # the authentication's, for the 101
 
     def connectionMade(self) -> None:
         # It takes messages up to the browser's limit, and sends Streamlit's
@@ -102,14 +104,14 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
     # Autobahn's annotation leaves out the Deferred it accepts (txaio.as_future).
     def onConnect(  # type: ignore[override]
         self, request: ConnectionRequest
-    ) -> Deferred[str | None | tuple[str | None, dict[str, str]]]:
+    ) -> Deferred[str | None | tuple[str | None, dict[str, list[str]]]]:
         # Behind twisted.web, the lines it parsed (RelayResource); otherwise
         # Autobahn's own copy of the bytes received.
         handshake, self.handshake = self.handshake, None  # not kept for the session's life
         if handshake is None:
             handshake = parseRequestHead(requestHead(self))
         target, host, headers = handshake.target, handshake.host, handshake.headers
-        self.user = handshake.user
+        self.user, self._cookies = handshake.user, handshake.cookies
         if not target.startswith(b"/") or host is None:
             raise denial(400)
         if self.factory.sessions.closing:
@@ -182,10 +184,9 @@ class BrowserProtocol(RelayLeg, WebSocketServerProtocol):  # type: ignore[misc]
         self._settle(None)
         if accept is None:
             return
-        if self.pin is not None and self.pin.setCookie is not None:
-            accept.callback((protocol, {"Set-Cookie": self.pin.setCookie.decode("ascii")}))
-        else:
-            accept.callback(protocol)
+        pinned = () if self.pin is None or self.pin.setCookie is None else (self.pin.setCookie,)
+        headers, self._cookies = acceptHeaders(pinned + self._cookies), ()
+        accept.callback((protocol, headers) if headers else protocol)
 
     def upstreamRefused(self, status: int | None) -> None:
         """The upstream connection ended before its handshake completed."""

@@ -16,7 +16,7 @@ would reach Streamlit as one and two C{Host} lines as one odd Host.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from twisted.web.http_headers import Headers
 
@@ -46,6 +46,8 @@ class BrowserHandshake(NamedTuple):
     @ivar added: header lines the proxy adds upstream after the browser's
         forwarding headers are dealt with: who the browser is (L{stproxy.auth}).
     @ivar user: the authenticated user, for the session's log line.
+    @ivar cookies: C{Set-Cookie} values the authentication gave for the
+        browser (an auth service refreshing its session), for the 101.
     """
 
     target: bytes
@@ -53,6 +55,7 @@ class BrowserHandshake(NamedTuple):
     headers: Headers
     added: tuple[tuple[bytes, bytes], ...] = ()
     user: str | None = None
+    cookies: tuple[bytes, ...] = ()
 
 
 def receivedHandshake(
@@ -60,14 +63,16 @@ def receivedHandshake(
     headers: Headers,
     added: tuple[tuple[bytes, bytes], ...] = (),
     user: str | None = None,
+    cookies: tuple[bytes, ...] = (),
 ) -> BrowserHandshake:
     """
     The handshake twisted.web parsed: C{target} and C{headers} as its
     C{Request} holds them (one value per line received), and what the
-    proxy's authentication adds (L{BrowserHandshake.added}).
+    proxy's authentication adds (L{BrowserHandshake.added}, C{cookies}).
     """
     hosts = headers.getRawHeaders(b"host", [])
-    return BrowserHandshake(target, hosts[0] if len(hosts) == 1 else None, headers, added, user)
+    host = hosts[0] if len(hosts) == 1 else None
+    return BrowserHandshake(target, host, headers, added, user, cookies)
 
 
 def parseRequestHead(data: bytes) -> BrowserHandshake:
@@ -118,9 +123,23 @@ def spliceHandshake(head: bytes, generated: bytes) -> bytes:
     return head + b"".join(kept) + b"\r\n"
 
 
+def acceptHeaders(cookies: Sequence[bytes]) -> dict[str, list[str]]:
+    """
+    The extra headers of the browser's 101, for Autobahn: a C{Set-Cookie}
+    for each of C{cookies} (an affinity pin's, an auth service's refresh).
+
+    Autobahn writes the values as text, unchecked; a value that is not
+    printable ASCII (which no cookie of RFC 6265 is) is left out rather than
+    risk a line break in the response.
+    """
+    values = [c.decode("ascii") for c in cookies if c.isascii() and c.decode("ascii").isprintable()]
+    return {"Set-Cookie": values} if values else {}
+
+
 __all__ = [
     "OWN_HANDSHAKE_FIELDS",
     "BrowserHandshake",
+    "acceptHeaders",
     "parseRequestHead",
     "receivedHandshake",
     "upstreamRequestHead",

@@ -118,6 +118,7 @@ class RelayResource(WebSocketResource):
             request.requestHeaders.copy(),
             getattr(request, "upstreamHeaders", ()),
             getattr(request, "identity", {}).get("user"),
+            tuple(value for _, value in getattr(request, "authCookies", ())),
         )
         try:
             result: object = super().render(request)

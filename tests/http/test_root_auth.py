@@ -181,6 +181,18 @@ def test_the_auth_services_cookie_reaches_the_browser_beside_the_upstreams() -> 
     assert sorted(answered.headers[b"set-cookie"]) == [b"_oauth2_proxy=new; Path=/; HttpOnly", b"app=1"]
 
 
+def test_the_auth_services_cookie_is_on_the_proxys_own_error_page() -> None:
+    """An allowed request whose upstream is unreachable: the 502 page still sets the refreshed cookie."""
+    refreshed = (b"set-cookie", b"_oauth2_proxy=new; Path=/; HttpOnly")
+    proxy, _ = gated(allow("forward", {"user": "alice"}, cookies=(refreshed,)))
+    client = proxy.send(request(b"GET", b"/page", b"Cookie: _oauth2_proxy=old"))
+    sent(proxy).fail(ConnectionRefusedError("refused"))
+    head = client.output().split(b"\r\n\r\n")[0]  # the page is chunked: its head is enough
+    assert head.startswith(b"HTTP/1.1 502 ")
+    assert head.count(b"Set-Cookie:") == 1
+    assert b"\r\nSet-Cookie: _oauth2_proxy=new; Path=/; HttpOnly\r\n" in head
+
+
 @TRUST
 def test_without_a_gate_forged_identity_headers_are_stripped_and_none_added(
     trusted: tuple[str, ...],
@@ -379,6 +391,18 @@ def test_an_allowed_handshake_reaches_streamlit_as_its_user_without_forgeries(
     assert headers.getRawHeaders(b"x-auth-request-user") == [b"alice"]
     assert not headers.hasHeader(b"x-forwarded-client-cert")
     assert len(step.requests) == 1
+
+
+def test_an_allowed_handshake_sets_the_auth_services_cookie_on_the_101() -> None:
+    """oauth2-proxy refreshing its session as a WebSocket opens: the 101 carries its Set-Cookie."""
+    refreshed = (b"set-cookie", b"_oauth2_proxy=new; Path=/; HttpOnly")
+    proxy, _ = gated(allow("forward", {"user": "alice"}, cookies=(refreshed,)))
+    browser = proxy.openWebSocket(handshake(b"Cookie: _oauth2_proxy=old"))
+    assert browser.status == b"HTTP/1.1 101 Switching Protocols"
+    head = browser.received.split(b"\r\n\r\n")[0].lower()
+    assert head.count(b"set-cookie:") == 1
+    assert b"set-cookie: _oauth2_proxy=new; path=/; httponly" in head
+    assert not streamlitHeaders(proxy).hasHeader(b"set-cookie")
 
 
 def test_a_handshake_allowed_later_still_opens() -> None:

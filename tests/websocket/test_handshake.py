@@ -10,6 +10,7 @@ from twisted.web.http_headers import Headers
 
 from stproxy.config import WebSocketSettings
 from stproxy.websocket.handshake import (
+    acceptHeaders,
     parseRequestHead,
     receivedHandshake,
     spliceHandshake,
@@ -56,6 +57,18 @@ class HandshakeTextTests(TestCase):
         self.assertIn(b"Cookie: a=1\r\nCookie: b=2\r\n", upstreamRequestHead(target, host, headers))
         twice = Headers({b"Host": [b"a.example", b"b.example"]})
         self.assertIsNone(receivedHandshake(b"/s", twice).host)
+
+    def test_the_101_sets_each_cookie_on_its_own_line_and_no_unsafe_one(self):
+        """
+        Every cookie gets a Set-Cookie line; one that is not printable ASCII
+        (a line break would split Autobahn's response) is left out; none, no headers.
+        """
+        self.assertEqual(
+            acceptHeaders([b"pin=r1; Path=/", b"_oauth2_proxy=new", b"x=1\r\nX-Evil: 1", b"c=\xe9"]),
+            {"Set-Cookie": ["pin=r1; Path=/", "_oauth2_proxy=new"]},
+        )
+        self.assertEqual(acceptHeaders([]), {})
+        self.assertEqual(acceptHeaders([b"bad\n"]), {})
 
     def test_settings_reject_negative_values(self):
         """Nonsense settings fail when made, not when a browser connects."""
