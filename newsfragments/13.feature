@@ -4,3 +4,4 @@ The HTTP path is leaner: the upstream connection pool keeps up to 128 idle conne
 Both legs of a proxied connection read 128 KiB at once (Twisted's 64 KiB before): a 512 MiB download is ~10% faster.
 An idle relayed WebSocket holds 12 KB of proxy memory (21.5 KB before): Autobahn's options live on a class per factory instead of on every connection, one client factory serves each upstream, and an open leg drops its handshake data.
 A proxy owning its process (twistd, python -m stproxy) freezes what start-up made out of later garbage collections and collects the young generation every 20,000 allocations: p99 of small GETs at 64 connections 65 -> 43 ms.
+benchmarks/run.py: ws_idle_deflate, what an idle session costs with permessage-deflate accepted (--stproxy-args '--ws-compression on').
