@@ -54,17 +54,21 @@ class ClassOptions:
         return protocol
 
 
+#: Values an instance can share with its class: never changed in place.
+_IMMUTABLE = (type(None), int, str, bytes, tuple)
+
+
 def lighten(leg: LeanProtocol) -> None:
     """
     Once C{leg} is open: keep in its instance dict only what its class does
-    not have already (a value of None, a number, a string or bytes that is
-    the very object its class has goes), less the handshake, in a dict no
+    not have already (a value of None, a number, a string, bytes or a tuple
+    that is the very object its class has goes), less the handshake, in a dict no
     bigger than that needs.
     """
     leg.forgetHandshake()
     state, cls = vars(leg), type(leg)
     for name, value in list(state.items()):
-        if isinstance(value, (type(None), int, str, bytes)) and getattr(cls, name, state) is value:
+        if isinstance(value, _IMMUTABLE) and getattr(cls, name, state) is value:
             del state[name]
     leg.__dict__ = dict(state)
 

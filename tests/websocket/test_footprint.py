@@ -99,7 +99,7 @@ def test_an_open_legs_instance_dict_holds_only_its_own() -> None:
             state
         )
         assert len(state) <= SMALL_DICT, sorted(state)
-    assert not {"_accept", "_upstream", "handshake"} & set(vars(browserLeg))
+    assert not {"_accept", "_upstream", "handshake", "_cookies"} & set(vars(browserLeg))
     assert not {"browser", "head"} & set(vars(upstreamLeg))
 
 
